@@ -1,0 +1,230 @@
+"""The ``ztfsds`` command line: thin Typer commands over the public API.
+
+Each command parses its options, calls the same public function a notebook would call, and reports.
+Commands whose stage is not built yet exit with status 3 and say so: never a fake success.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ZTFSDSError
+
+__all__ = ["app", "main"]
+
+#: Exit status of a command whose stage is not built yet.
+EXIT_NOT_IMPLEMENTED = 3
+#: Exit status of a run stopped by bad input or configuration (a ZTFSDSError).
+EXIT_INPUT_ERROR = 2
+
+app = typer.Typer(
+    name="ztfsds",
+    help="ZTF Science Data System: raw exposures to calibrated images, difference images, alerts and "
+         "lightcurves.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    """What the global options set, handed to commands through the click context."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+
+def _version_callback(value: bool):
+    if value:
+        typer.echo(f"ztfsds {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML parameter file "
+                                          "(one table per stage; see 'ztfsds config show')."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    """Global options, before the command: ztfsds [--config FILE] [-v] COMMAND ..."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = _State(load_config(config))
+
+
+def _not_implemented(command: str, what: str, issue: str):
+    typer.echo(f"ztfsds {command}: not implemented yet ({what} arrives with the {issue} issue).", err=True)
+    raise typer.Exit(EXIT_NOT_IMPLEMENTED)
+
+
+# -- stages not built yet: the names and help the later issues fill ---------------------------------
+@app.command("simulate-night")
+def simulate_night():
+    """Simulate a raw ZTF night (science and calibration exposures) with truth tables."""
+    _not_implemented("simulate-night", "the simulator", "simulator")
+
+
+@app.command("run-night")
+def run_night():
+    """Process a night end to end (with no arguments: a simulated demo night under ./ztfsds-data)."""
+    _not_implemented("run-night", "the night runner", "operations")
+
+
+calib_app = typer.Typer(help="Instrumental calibration: build the calibration library, apply it.",
+                        no_args_is_help=True)
+app.add_typer(calib_app, name="calib")
+
+
+@calib_app.command("build")
+def calib_build():
+    """Build master biases, flats, bad-pixel masks for a night from its calibration frames."""
+    _not_implemented("calib build", "instrumental calibration", "calibration")
+
+
+@calib_app.command("apply")
+def calib_apply():
+    """Calibrate raw CCD files into sciimg/mskimg quadrant products."""
+    _not_implemented("calib apply", "instrumental calibration", "calibration")
+
+
+@app.command("process")
+def process():
+    """Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures."""
+    _not_implemented("process", "the per-quadrant pipeline", "operations")
+
+
+refimg_app = typer.Typer(help="Reference images: build co-adds, coverage synopsis.", no_args_is_help=True)
+app.add_typer(refimg_app, name="refimg")
+
+
+@refimg_app.command("build")
+def refimg_build():
+    """Build reference images from the best 15-40 epochs of a field/CCD/quadrant/filter."""
+    _not_implemented("refimg build", "reference images", "reference/subtraction")
+
+
+@refimg_app.command("synopsis")
+def refimg_synopsis():
+    """Coverage and quality statistics of the references over all fields."""
+    _not_implemented("refimg synopsis", "reference images", "reference/subtraction")
+
+
+@app.command("subtract")
+def subtract():
+    """ZOGY difference imaging and candidate detection for science quadrants."""
+    _not_implemented("subtract", "image subtraction", "reference/subtraction")
+
+
+@app.command("forced-phot")
+def forced_phot():
+    """Forced PSF photometry at sky positions on difference images (the ZFPS service)."""
+    _not_implemented("forced-phot", "forced photometry", "photometry")
+
+
+@app.command("lightcurve")
+def lightcurve():
+    """Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...)."""
+    _not_implemented("lightcurve", "lightcurves", "archive")
+
+
+alerts_app = typer.Typer(help="Alert packets: search the alert archive.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("search")
+def alerts_search():
+    """Search alerts by objectId, cone, time, magnitude and real-bogus score."""
+    _not_implemented("alerts search", "the alert archive", "alerts")
+
+
+archive_app = typer.Typer(help="The database: initialise, ingest, query images.", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+
+@archive_app.command("init")
+def archive_init():
+    """Create or migrate the database schema."""
+    _not_implemented("archive init", "the database", "archive")
+
+
+@archive_app.command("images")
+def archive_images():
+    """Find images covering a position, or by field/CCD/quadrant/filter/time."""
+    _not_implemented("archive images", "the database", "archive")
+
+
+@app.command("report")
+def report():
+    """Write the nightly summary report (HTML with plots)."""
+    _not_implemented("report", "the nightly report", "operations")
+
+
+# -- built ------------------------------------------------------------------------------------------
+@app.command("bench", context_settings={"allow_extra_args": False})
+def bench(
+    path: Optional[Path] = typer.Option(None, "--path", help="Benchmarks directory (default ./benchmarks)."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run only cases whose name contains this."),
+    repeat: Optional[int] = typer.Option(None, "--repeat", min=1, help="Timed runs per case (median)."),
+    size: str = typer.Option("full", "--size", help="'full' (3072x3080 quadrants) or 'small'."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Where to write the JSON results."),
+):
+    """Time pipeline stages on full-size data side by side with the peer libraries; print ratios."""
+    from . import bench as _bench
+
+    argv = ["--size", size]
+    if path is not None:
+        argv += ["--path", str(path)]
+    for name in only or []:
+        argv += ["--only", name]
+    if repeat is not None:
+        argv += ["--repeat", str(repeat)]
+    if json_path is not None:
+        argv += ["--json", str(json_path)]
+    raise typer.Exit(_bench.main(argv))
+
+
+config_app = typer.Typer(help="Parameter files: show the defaults, check a file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context):
+    """Print the effective parameters (defaults, or --config FILE) as TOML, with their documentation."""
+    typer.echo(ctx.obj.config.to_toml(), nl=False)
+
+
+@config_app.command("check")
+def config_check(file: Path = typer.Argument(..., help="TOML parameter file to validate.")):
+    """Validate a parameter file: unknown keys, types and ranges; print its hash."""
+    cfg = load_config(file)
+    typer.echo(f"{file}: ok (configuration hash {cfg.param_hash()})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ztfsds`` script; returns the exit status.
+
+    A `~ztfsds.errors.ZTFSDSError` (bad input file, bad parameter file) is reported in one line naming
+    the file and the problem, with exit status 2, instead of a traceback.
+    """
+    try:
+        app(args=argv, prog_name="ztfsds")  # standalone mode: usage errors and exits become SystemExit
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except ZTFSDSError as exc:
+        typer.echo(f"ztfsds: error: {exc}", err=True)
+        return EXIT_INPUT_ERROR
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
