@@ -11,3 +11,6 @@ DATA = Path(__file__).parent / "data"
 def test_data_dir() -> Path:
     """Directory of the small real-data files the tests use (tests/data)."""
     return DATA
+
+# tests/data holds data and the developer script that made it (needs fastavro): nothing to collect
+collect_ignore = ["data"]
