@@ -32,7 +32,7 @@ def test_every_command_has_help(argv, capsys):
 @pytest.mark.parametrize("argv", NOT_BUILT)
 def test_unbuilt_commands_fail_loudly(argv, capsys):
     assert main(argv) == EXIT_NOT_IMPLEMENTED
-    assert "not implemented yet" in capsys.readouterr().err
+    assert f"ztfsds {' '.join(argv)}: not implemented yet" in capsys.readouterr().err
 
 
 def test_version_and_entry_point():

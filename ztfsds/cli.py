@@ -62,111 +62,61 @@ def _global_options(
     ctx.obj = _State(load_config(config))
 
 
-def _not_implemented(command: str, what: str, issue: str):
-    typer.echo(f"ztfsds {command}: not implemented yet ({what} arrives with the {issue} issue).", err=True)
-    raise typer.Exit(EXIT_NOT_IMPLEMENTED)
-
-
 # -- stages not built yet: the names and help the later issues fill ---------------------------------
-@app.command("simulate-night")
-def simulate_night():
-    """Simulate a raw ZTF night (science and calibration exposures) with truth tables."""
-    _not_implemented("simulate-night", "the simulator", "simulator")
-
-
-@app.command("run-night")
-def run_night():
-    """Process a night end to end (with no arguments: a simulated demo night under ./ztfsds-data)."""
-    _not_implemented("run-night", "the night runner", "operations")
-
-
 calib_app = typer.Typer(help="Instrumental calibration: build the calibration library, apply it.",
                         no_args_is_help=True)
-app.add_typer(calib_app, name="calib")
-
-
-@calib_app.command("build")
-def calib_build():
-    """Build master biases, flats, bad-pixel masks for a night from its calibration frames."""
-    _not_implemented("calib build", "instrumental calibration", "calibration")
-
-
-@calib_app.command("apply")
-def calib_apply():
-    """Calibrate raw CCD files into sciimg/mskimg quadrant products."""
-    _not_implemented("calib apply", "instrumental calibration", "calibration")
-
-
-@app.command("process")
-def process():
-    """Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures."""
-    _not_implemented("process", "the per-quadrant pipeline", "operations")
-
-
 refimg_app = typer.Typer(help="Reference images: build co-adds, coverage synopsis.", no_args_is_help=True)
-app.add_typer(refimg_app, name="refimg")
-
-
-@refimg_app.command("build")
-def refimg_build():
-    """Build reference images from the best 15-40 epochs of a field/CCD/quadrant/filter."""
-    _not_implemented("refimg build", "reference images", "reference/subtraction")
-
-
-@refimg_app.command("synopsis")
-def refimg_synopsis():
-    """Coverage and quality statistics of the references over all fields."""
-    _not_implemented("refimg synopsis", "reference images", "reference/subtraction")
-
-
-@app.command("subtract")
-def subtract():
-    """ZOGY difference imaging and candidate detection for science quadrants."""
-    _not_implemented("subtract", "image subtraction", "reference/subtraction")
-
-
-@app.command("forced-phot")
-def forced_phot():
-    """Forced PSF photometry at sky positions on difference images (the ZFPS service)."""
-    _not_implemented("forced-phot", "forced photometry", "photometry")
-
-
-@app.command("lightcurve")
-def lightcurve():
-    """Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...)."""
-    _not_implemented("lightcurve", "lightcurves", "archive")
-
-
 alerts_app = typer.Typer(help="Alert packets: search the alert archive.", no_args_is_help=True)
-app.add_typer(alerts_app, name="alerts")
-
-
-@alerts_app.command("search")
-def alerts_search():
-    """Search alerts by objectId, cone, time, magnitude and real-bogus score."""
-    _not_implemented("alerts search", "the alert archive", "alerts")
-
-
 archive_app = typer.Typer(help="The database: initialise, ingest, query images.", no_args_is_help=True)
+app.add_typer(calib_app, name="calib")
+app.add_typer(refimg_app, name="refimg")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(archive_app, name="archive")
 
+#: (group, command, help, what is missing, the issue that builds it)
+_PENDING = [
+    (app, "simulate-night", "Simulate a raw ZTF night (science and calibration exposures) with truth tables.",
+     "the simulator", "simulator"),
+    (app, "run-night", "Process a night end to end (with no arguments: a simulated demo night under "
+     "./ztfsds-data).", "the night runner", "operations"),
+    (calib_app, "build", "Build master biases, flats, bad-pixel masks for a night from its calibration frames.",
+     "instrumental calibration", "calibration"),
+    (calib_app, "apply", "Calibrate raw CCD files into sciimg/mskimg quadrant products.",
+     "instrumental calibration", "calibration"),
+    (app, "process", "Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures.",
+     "the per-quadrant pipeline", "operations"),
+    (refimg_app, "build", "Build reference images from the best 15-40 epochs of a field/CCD/quadrant/filter.",
+     "reference images", "reference/subtraction"),
+    (refimg_app, "synopsis", "Coverage and quality statistics of the references over all fields.",
+     "reference images", "reference/subtraction"),
+    (app, "subtract", "ZOGY difference imaging and candidate detection for science quadrants.",
+     "image subtraction", "reference/subtraction"),
+    (app, "forced-phot", "Forced PSF photometry at sky positions on difference images (the ZFPS service).",
+     "forced photometry", "photometry"),
+    (app, "lightcurve", "Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...).",
+     "lightcurves", "archive"),
+    (alerts_app, "search", "Search alerts by objectId, cone, time, magnitude and real-bogus score.",
+     "the alert archive", "alerts"),
+    (archive_app, "init", "Create or migrate the database schema.", "the database", "archive"),
+    (archive_app, "images", "Find images covering a position, or by field/CCD/quadrant/filter/time.",
+     "the database", "archive"),
+    (app, "report", "Write the nightly summary report (HTML with plots).", "the nightly report", "operations"),
+]
 
-@archive_app.command("init")
-def archive_init():
-    """Create or migrate the database schema."""
-    _not_implemented("archive init", "the database", "archive")
+
+def _pending_command(command: str, what: str, issue: str):
+    def pending():
+        typer.echo(f"ztfsds {command}: not implemented yet ({what} arrives with the {issue} issue).", err=True)
+        raise typer.Exit(EXIT_NOT_IMPLEMENTED)
+
+    return pending
 
 
-@archive_app.command("images")
-def archive_images():
-    """Find images covering a position, or by field/CCD/quadrant/filter/time."""
-    _not_implemented("archive images", "the database", "archive")
-
-
-@app.command("report")
-def report():
-    """Write the nightly summary report (HTML with plots)."""
-    _not_implemented("report", "the nightly report", "operations")
+_GROUP_NAMES = {id(calib_app): "calib", id(refimg_app): "refimg", id(alerts_app): "alerts",
+                id(archive_app): "archive"}
+for _group, _name, _help, _what, _issue in _PENDING:
+    _full = f"{_GROUP_NAMES[id(_group)]} {_name}" if _group is not app else _name
+    _group.command(_name, help=_help)(_pending_command(_full, _what, _issue))
 
 
 # -- built ------------------------------------------------------------------------------------------
