@@ -75,8 +75,6 @@ app.add_typer(archive_app, name="archive")
 
 #: (group, command, help, what is missing, the issue that builds it)
 _PENDING = [
-    (app, "simulate-night", "Simulate a raw ZTF night (science and calibration exposures) with truth tables.",
-     "the simulator", "simulator"),
     (app, "run-night", "Process a night end to end (with no arguments: a simulated demo night under "
      "./ztfsds-data).", "the night runner", "operations"),
     (calib_app, "build", "Build master biases, flats, bad-pixel masks for a night from its calibration frames.",
@@ -120,6 +118,50 @@ for _group, _name, _help, _what, _issue in _PENDING:
 
 
 # -- built ------------------------------------------------------------------------------------------
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+@app.command("simulate-night")
+def simulate_night_cmd(
+    out: Path = typer.Option(Path("ztfsds-data"), "--out", help="Data root to write under."),
+    fields: str = typer.Option("655", "--fields", help="Comma-separated ZTF field ids."),
+    ccds: str = typer.Option("13", "--ccds", help="Comma-separated CCD ids (1-16), or 'all'."),
+    nexp: int = typer.Option(1, "--nexp", min=1, help="Visits per field and filter tonight."),
+    filters: str = typer.Option("zr", "--filters", help="Comma-separated filters (zg, zr, zi)."),
+    size: Optional[int] = typer.Option(None, "--size", min=8, help="Quadrant side for small test data "
+                                       "(default: the real 3080x3072)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (everything is deterministic given it)."),
+    night: str = typer.Option("2020-09-24", "--night", help="UT date of the night, YYYY-MM-DD."),
+    history_nights: int = typer.Option(0, "--history-nights", min=0, help="Earlier nights for references."),
+    compress: bool = typer.Option(False, "--compress", help="Write Rice-compressed .fits.fz raw files."),
+):
+    """Simulate a raw ZTF night (science and calibration exposures) with truth tables."""
+    import datetime as dt
+
+    from .sim import simulate_night
+
+    try:
+        date = dt.date.fromisoformat(night)
+    except ValueError:
+        raise typer.BadParameter(f"--night must be YYYY-MM-DD, got {night!r}") from None
+    ccd_ids = list(range(1, 17)) if ccds.strip() == "all" else _int_list(ccds, "--ccds")
+    with typer.progressbar(length=1, label="simulating", show_pos=True) as bar:
+        def progress(done, total, name):
+            bar.length = total
+            bar.update(1)
+
+        result = simulate_night(out, fields=_int_list(fields, "--fields"), ccds=ccd_ids, nexp=nexp,
+                                filters=[f.strip() for f in filters.split(",") if f.strip()], size=size,
+                                seed=seed, night=date, history_nights=history_nights, compress=compress,
+                                progress=progress)
+    typer.echo(f"wrote {len(result.science)} science and {len(result.calibration)} calibration raw files "
+               f"under {result.root / 'raw'} in {result.elapsed:.1f} s; truth under {result.root / 'sim'}")
+
+
 @app.command("bench", context_settings={"allow_extra_args": False})
 def bench(
     path: Optional[Path] = typer.Option(None, "--path", help="Benchmarks directory (default ./benchmarks)."),
