@@ -308,7 +308,7 @@ def test_layout_matches_real_quadrant():
     """The real c13 q3 corners, projected about the field centre, fall on rcid 50 (EW east-positive)."""
     ra0, dec0 = FIELD_655
     ra, dec = np.array(list(REAL_PIXELS.values())).T
-    ew, ns = camera._tan_project(ra, dec, ra0, dec0)
+    ew, ns = camera.tangent_project(ra, dec, ra0, dec0)
     colb, rowb, cells = camera._quadrant_cells()
     assert cells[np.searchsorted(rowb, ns[-1]), np.searchsorted(colb, ew[-1])] == 50
     layout = camera.quadrant_corners(13, 3).to_value(u.deg)
@@ -377,7 +377,7 @@ def test_quadrant_footprint():
     assert np.all(fp.separation(corners) < 1 * u.mas)
     # the layout polygon lies within ~15" of the nominal corners
     ew, ns = camera.quadrant_corners(13, 3).to_value(u.deg).T
-    layout = SkyCoord(*camera._tan_deproject(ew, ns, *FIELD_655), unit="deg")
+    layout = SkyCoord(*camera.tangent_deproject(ew, ns, *FIELD_655), unit="deg")
     assert np.all(fp.separation(layout) < 20 * u.arcsec)
     real = SkyCoord(np.array(list(REAL_PIXELS.values()))[:4] * u.deg)
     assert np.all(fp.separation(real) < 2.5 * u.arcmin)
@@ -424,7 +424,7 @@ def test_locate_matches_brute_force():
     n = 20000
     ew = rng.uniform(-3.9, 3.9, n)
     ns = rng.uniform(-3.9, 3.9, n)
-    ra, dec = camera._tan_deproject(ew, ns, *FIELD_655)
+    ra, dec = camera.tangent_deproject(ew, ns, *FIELD_655)
     t = camera.locate(ra, dec, fields=655)
     assert len(np.unique(t["index"])) == len(t)  # one quadrant per field
     inside = np.zeros((n, 64), dtype=bool)
@@ -442,7 +442,7 @@ def test_locate_matches_brute_force():
 
 
 def test_locate_gap_and_empty():
-    ra, dec = camera._tan_deproject(np.array([0.0, 2.8]), np.array([2.0 - 0.09, 0.0]), *FIELD_655)
+    ra, dec = camera.tangent_deproject(np.array([0.0, 2.8]), np.array([2.0 - 0.09, 0.0]), *FIELD_655)
     # EW 0 is in the gap between CCD columns 2 and 3; NS 0 is in the middle row gap
     assert len(camera.locate(ra, dec, fields=655)) == 0
     t = camera.locate([], [])

@@ -41,6 +41,9 @@ from astropy.wcs import WCS
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "tangent_project",
+    "tangent_deproject",
+    "rotate_focal_plane",
     # geometry constants
     "N_CCDS",
     "QUADRANTS_PER_CCD",
@@ -902,7 +905,7 @@ def active_area() -> u.Quantity:
 # ---- tangent-plane arithmetic (degrees in, degrees out, vectorised) --------------------------------
 
 
-def _tan_project(ra, dec, ra0, dec0):
+def tangent_project(ra, dec, ra0, dec0):
     """Gnomonic projection of (ra, dec) about (ra0, dec0); returns (xi east, eta north) [deg]."""
     ra, dec, ra0, dec0 = (np.radians(v) for v in (ra, dec, ra0, dec0))
     cdec, sdec, cd0, sd0 = np.cos(dec), np.sin(dec), np.cos(dec0), np.sin(dec0)
@@ -913,8 +916,8 @@ def _tan_project(ra, dec, ra0, dec0):
     return np.degrees(xi), np.degrees(eta)
 
 
-def _tan_deproject(xi, eta, ra0, dec0):
-    """Inverse of `_tan_project`; returns (ra in [0, 360), dec) [deg]."""
+def tangent_deproject(xi, eta, ra0, dec0):
+    """Inverse of `tangent_project`; returns (ra in [0, 360), dec) [deg]."""
     xi, eta, ra0, dec0 = (np.radians(v) for v in (xi, eta, ra0, dec0))
     cd0, sd0 = np.cos(dec0), np.sin(dec0)
     den = cd0 - eta * sd0
@@ -923,7 +926,7 @@ def _tan_deproject(xi, eta, ra0, dec0):
     return np.degrees(ra) % 360.0, np.degrees(dec)
 
 
-def _rotate(ew, ns, theta_deg):
+def rotate_focal_plane(ew, ns, theta_deg):
     """Rotate focal-plane vectors by theta (position angle, from north through east)."""
     t = np.radians(theta_deg)
     c, s = np.cos(t), np.sin(t)
@@ -942,17 +945,17 @@ def _quadrant_frames(field_ra, field_dec, rc, rotation_deg):
     quadrant by up to 0.1 deg, which the real solution does not show.
     """
     corners = _quadrant_corner_array()[rc]
-    ewc, nsc = _rotate(corners[..., 0].mean(axis=-1), corners[..., 1].mean(axis=-1), rotation_deg)
-    crval_ra, crval_dec = _tan_deproject(ewc, nsc, field_ra, field_dec)
+    ewc, nsc = rotate_focal_plane(corners[..., 0].mean(axis=-1), corners[..., 1].mean(axis=-1), rotation_deg)
+    crval_ra, crval_dec = tangent_deproject(ewc, nsc, field_ra, field_dec)
     scale = PIXEL_SCALE.to_value(u.deg / u.pix)
     # direction of -NS (rotated) at the quadrant centre, by central differences; the map field plane
     # -> sky -> quadrant plane is projective, so h = 1e-3 deg is ample
     h = 1e-3
-    dew, dns = _rotate(0.0, -1.0, rotation_deg)
+    dew, dns = rotate_focal_plane(0.0, -1.0, rotation_deg)
     ends = []
     for sgn in (1.0, -1.0):
-        ra, dec = _tan_deproject(ewc + sgn * h * dew, nsc + sgn * h * dns, field_ra, field_dec)
-        ends.append(np.stack(_tan_project(ra, dec, crval_ra, crval_dec), axis=-1))
+        ra, dec = tangent_deproject(ewc + sgn * h * dew, nsc + sgn * h * dns, field_ra, field_dec)
+        ends.append(np.stack(tangent_project(ra, dec, crval_ra, crval_dec), axis=-1))
     uy = ends[0] - ends[1]
     uy = uy / np.linalg.norm(uy, axis=-1, keepdims=True)
     ux = np.stack([uy[..., 1], -uy[..., 0]], axis=-1)  # uy turned 90 deg clockwise: (0,-1) -> (-1,0)
@@ -1074,7 +1077,7 @@ def _quadrant_cells():
 def _sky_to_pixel(ra, dec, field_ra, field_dec, rc, rotation_deg):
     """FITS pixel coordinates of (ra, dec) in the nominal WCS of quadrant(s) ``rc``; vectorised."""
     cra, cdec, cd = _quadrant_frames(field_ra, field_dec, rc, rotation_deg)
-    xi, eta = _tan_project(ra, dec, cra, cdec)
+    xi, eta = tangent_project(ra, dec, cra, cdec)
     det = cd[..., 0, 0] * cd[..., 1, 1] - cd[..., 0, 1] * cd[..., 1, 0]
     dx = (cd[..., 1, 1] * xi - cd[..., 0, 1] * eta) / det
     dy = (cd[..., 0, 0] * eta - cd[..., 1, 0] * xi) / det
@@ -1087,7 +1090,7 @@ def _pixel_to_sky(x, y, field_ra, field_dec, rc, rotation_deg):
     dx, dy = np.asarray(x) - QUADRANT_CENTER[0], np.asarray(y) - QUADRANT_CENTER[1]
     xi = cd[..., 0, 0] * dx + cd[..., 0, 1] * dy
     eta = cd[..., 1, 0] * dx + cd[..., 1, 1] * dy
-    return _tan_deproject(xi, eta, cra, cdec)
+    return tangent_deproject(xi, eta, cra, cdec)
 
 
 def _in_array(x, y):
@@ -1204,8 +1207,8 @@ def locate(ra, dec=None, *, fields=None, grid=1, rotation=0 * u.deg) -> Table:
     else:
         ip = jf = np.zeros(0, dtype=np.int64)
 
-    xi, eta = _tan_project(pra[ip], pdec[ip], fra[jf], fdec[jf])
-    ew, ns = _rotate(xi, eta, -rot)
+    xi, eta = tangent_project(pra[ip], pdec[ip], fra[jf], fdec[jf])
+    ew, ns = rotate_focal_plane(xi, eta, -rot)
     rc, x, y = _assign_quadrants(pra[ip], pdec[ip], fra[jf], fdec[jf], ew, ns, rot)
     keep = rc >= 0
     ip, jf, rc, x, y = ip[keep], jf[keep], rc[keep], x[keep], y[keep]

@@ -102,6 +102,9 @@ from ..camera import (
     focal_plane_layout,
     nominal_wcs,
     rcid,
+    rotate_focal_plane,
+    tangent_deproject,
+    tangent_project,
 )
 from ..errors import ConfigError
 
@@ -219,33 +222,6 @@ def subarray_origin(shape=QUADRANT_SHAPE) -> tuple[int, int]:
     return (_NX_FULL - nx) // 2, (_NY_FULL - ny) // 2
 
 
-def _tan_project(ra, dec, ra0, dec0):
-    """Gnomonic projection about (ra0, dec0): (xi east, eta north) [deg]."""
-    ra, dec, ra0, dec0 = (np.radians(v) for v in (ra, dec, ra0, dec0))
-    cdec, sdec, cd0, sd0 = np.cos(dec), np.sin(dec), np.cos(dec0), np.sin(dec0)
-    cdra = np.cos(ra - ra0)
-    cosc = sd0 * sdec + cd0 * cdec * cdra
-    return np.degrees(cdec * np.sin(ra - ra0) / cosc), np.degrees((cd0 * sdec - sd0 * cdec * cdra) / cosc)
-
-
-def _tan_deproject(xi, eta, ra0, dec0):
-    """Inverse of `_tan_project`: (ra in [0, 360), dec) [deg]."""
-    xi, eta, ra0, dec0 = (np.radians(v) for v in (xi, eta, ra0, dec0))
-    cd0, sd0 = np.cos(dec0), np.sin(dec0)
-    den = cd0 - eta * sd0
-    ra = ra0 + np.arctan2(xi, den)
-    dec = np.arctan2(sd0 + eta * cd0, np.hypot(xi, den))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
-
-
-def _rotate(ew, ns, theta_deg):
-    """Rotate focal-plane vectors by a position angle (same convention as ztfsds.camera)."""
-    t = np.radians(theta_deg)
-    c, s = np.cos(t), np.sin(t)
-    return ew * c + ns * s, -ew * s + ns * c
-
-
-@functools.lru_cache(maxsize=1)
 def _layout_centres() -> tuple[np.ndarray, np.ndarray, float]:
     """Layout centres (EW, NS) [deg] of the 64 quadrants and the mosaic corner radius [deg]."""
     t = focal_plane_layout()
@@ -305,7 +281,7 @@ def true_pointing(exposure_or_center, pointing_offset=None) -> SkyCoord:
     `~astropy.coordinates.SkyCoord`
     """
     ra0, dec0, dx, dy, _ = _pointing_args(exposure_or_center, pointing_offset, 0.0)
-    ra, dec = _tan_deproject(dx / 3600.0, dy / 3600.0, ra0, dec0)
+    ra, dec = tangent_deproject(dx / 3600.0, dy / 3600.0, ra0, dec0)
     return SkyCoord(float(ra) * u.deg, float(dec) * u.deg, frame="icrs")
 
 
@@ -375,14 +351,14 @@ class _QuadrantOptics:
         self.shape = _check_quadrant_shape(shape)
         self.x0, self.y0 = subarray_origin(self.shape)
         self.rot = rot
-        pra, pdec = _tan_deproject(dx / 3600.0, dy / 3600.0, ra0, dec0)
+        pra, pdec = tangent_deproject(dx / 3600.0, dy / 3600.0, ra0, dec0)
         self.pra, self.pdec = float(pra), float(pdec)
         w = nominal_wcs(SkyCoord(self.pra * u.deg, self.pdec * u.deg), ccdid, qid, rotation=rot * u.deg)
         self.crval = np.array(w.wcs.crval, dtype=float)
         self.cd = np.array(w.wcs.cd, dtype=float)
         # the quadrant centre in the (un-rotated) focal frame of the true pointing
-        xi, eta = _tan_project(self.crval[0], self.crval[1], self.pra, self.pdec)
-        self.ewc, self.nsc = _rotate(xi, eta, -rot)
+        xi, eta = tangent_project(self.crval[0], self.crval[1], self.pra, self.pdec)
+        self.ewc, self.nsc = rotate_focal_plane(xi, eta, -rot)
         self.dc = focal_plane_distortion(self.ewc, self.nsc)
 
     def pixel_to_sky(self, x, y):
@@ -391,14 +367,14 @@ class _QuadrantOptics:
         v_ = np.asarray(y, dtype=float) + self.y0 + 1.0 - QUADRANT_CENTER[1]
         xq = self.cd[0, 0] * u_ + self.cd[0, 1] * v_
         yq = self.cd[1, 0] * u_ + self.cd[1, 1] * v_
-        ra, dec = _tan_deproject(xq, yq, self.crval[0], self.crval[1])
-        xi, eta = _tan_project(ra, dec, self.pra, self.pdec)
-        ew, ns = _rotate(xi, eta, -self.rot)
+        ra, dec = tangent_deproject(xq, yq, self.crval[0], self.crval[1])
+        xi, eta = tangent_project(ra, dec, self.pra, self.pdec)
+        ew, ns = rotate_focal_plane(xi, eta, -self.rot)
         dew, dns = focal_plane_distortion(ew, ns)
         ew = ew + (dew - self.dc[0])
         ns = ns + (dns - self.dc[1])
-        xi, eta = _rotate(ew, ns, self.rot)
-        return _tan_deproject(xi, eta, self.pra, self.pdec)
+        xi, eta = rotate_focal_plane(ew, ns, self.rot)
+        return tangent_deproject(xi, eta, self.pra, self.pdec)
 
 
 def _optics(exposure_or_center, pointing_offset, rotation_deg, ccdid, qid, shape) -> _QuadrantOptics:
@@ -488,7 +464,7 @@ def true_wcs(exposure_or_center, pointing_offset=None, rotation_deg=None, ccdid=
     # exact mapping on a grid spanning the outer pixel edges, as intermediate world coordinates
     gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, 31), np.linspace(-0.5, ny - 0.5, 31))
     ra, dec = opt.pixel_to_sky(gx.ravel(), gy.ravel())
-    xi, eta = _tan_project(ra, dec, crval[0], crval[1])
+    xi, eta = tangent_project(ra, dec, crval[0], crval[1])
     u_ = gx.ravel() + 1.0 - crpix[0]
     v_ = gy.ravel() + 1.0 - crpix[1]
     scale = max(nx, ny) / 2.0
