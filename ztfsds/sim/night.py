@@ -258,6 +258,8 @@ def simulate_exposure_ccd(exposure, ccdid: int, sky: Table, camera, *, rng, cosm
         header["SKYE"] = (float(_optics.sky_electrons_per_pixel(exposure.sky_mag, exposure.zp)),
                           "sky at centre [e-/px]")
         header["SKYMAG"] = (exposure.sky_mag, "sky brightness [mag/arcsec2]")
+        header["SKYGRADX"] = (float(exposure.sky_gradient[0]), "sky fractional change across x")
+        header["SKYGRADY"] = (float(exposure.sky_gradient[1]), "sky fractional change across y")
         header["AIRMASS"] = exposure.airmass
         header["SATTRAIL"] = (trail is not None, "satellite trail on quadrant")
         table.meta.update({"QID": qid, "CCDID": ccdid, "RCID": _camera.rcid(ccdid, qid)})
