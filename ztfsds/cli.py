@@ -68,37 +68,37 @@ calib_app = typer.Typer(help="Instrumental calibration: build the calibration li
 refimg_app = typer.Typer(help="Reference images: build co-adds, coverage synopsis.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Alert packets: search the alert archive.", no_args_is_help=True)
 archive_app = typer.Typer(help="The database: initialise, ingest, query images.", no_args_is_help=True)
-app.add_typer(calib_app, name="calib")
-app.add_typer(refimg_app, name="refimg")
-app.add_typer(alerts_app, name="alerts")
-app.add_typer(archive_app, name="archive")
+_GROUPS = {"": app, "calib": calib_app, "refimg": refimg_app, "alerts": alerts_app, "archive": archive_app}
+for _group_name, _group in _GROUPS.items():
+    if _group_name:
+        app.add_typer(_group, name=_group_name)
 
-#: (group, command, help, what is missing, the issue that builds it)
+#: (group name, command, help, what is missing, the issue that builds it)
 _PENDING = [
-    (app, "run-night", "Process a night end to end (with no arguments: a simulated demo night under "
+    ("", "run-night", "Process a night end to end (with no arguments: a simulated demo night under "
      "./ztfsds-data).", "the night runner", "operations"),
-    (calib_app, "build", "Build master biases, flats, bad-pixel masks for a night from its calibration frames.",
+    ("calib", "build", "Build master biases, flats, bad-pixel masks for a night from its calibration frames.",
      "instrumental calibration", "calibration"),
-    (calib_app, "apply", "Calibrate raw CCD files into sciimg/mskimg quadrant products.",
+    ("calib", "apply", "Calibrate raw CCD files into sciimg/mskimg quadrant products.",
      "instrumental calibration", "calibration"),
-    (app, "process", "Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures.",
+    ("", "process", "Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures.",
      "the per-quadrant pipeline", "operations"),
-    (refimg_app, "build", "Build reference images from the best 15-40 epochs of a field/CCD/quadrant/filter.",
+    ("refimg", "build", "Build reference images from the best 15-40 epochs of a field/CCD/quadrant/filter.",
      "reference images", "reference/subtraction"),
-    (refimg_app, "synopsis", "Coverage and quality statistics of the references over all fields.",
+    ("refimg", "synopsis", "Coverage and quality statistics of the references over all fields.",
      "reference images", "reference/subtraction"),
-    (app, "subtract", "ZOGY difference imaging and candidate detection for science quadrants.",
+    ("", "subtract", "ZOGY difference imaging and candidate detection for science quadrants.",
      "image subtraction", "reference/subtraction"),
-    (app, "forced-phot", "Forced PSF photometry at sky positions on difference images (the ZFPS service).",
+    ("", "forced-phot", "Forced PSF photometry at sky positions on difference images (the ZFPS service).",
      "forced photometry", "photometry"),
-    (app, "lightcurve", "Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...).",
+    ("", "lightcurve", "Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...).",
      "lightcurves", "archive"),
-    (alerts_app, "search", "Search alerts by objectId, cone, time, magnitude and real-bogus score.",
+    ("alerts", "search", "Search alerts by objectId, cone, time, magnitude and real-bogus score.",
      "the alert archive", "alerts"),
-    (archive_app, "init", "Create or migrate the database schema.", "the database", "archive"),
-    (archive_app, "images", "Find images covering a position, or by field/CCD/quadrant/filter/time.",
+    ("archive", "init", "Create or migrate the database schema.", "the database", "archive"),
+    ("archive", "images", "Find images covering a position, or by field/CCD/quadrant/filter/time.",
      "the database", "archive"),
-    (app, "report", "Write the nightly summary report (HTML with plots).", "the nightly report", "operations"),
+    ("", "report", "Write the nightly summary report (HTML with plots).", "the nightly report", "operations"),
 ]
 
 
@@ -110,11 +110,9 @@ def _pending_command(command: str, what: str, issue: str):
     return pending
 
 
-_GROUP_NAMES = {id(calib_app): "calib", id(refimg_app): "refimg", id(alerts_app): "alerts",
-                id(archive_app): "archive"}
-for _group, _name, _help, _what, _issue in _PENDING:
-    _full = f"{_GROUP_NAMES[id(_group)]} {_name}" if _group is not app else _name
-    _group.command(_name, help=_help)(_pending_command(_full, _what, _issue))
+for _group_name, _name, _help, _what, _issue in _PENDING:
+    _full = f"{_group_name} {_name}".strip()
+    _GROUPS[_group_name].command(_name, help=_help)(_pending_command(_full, _what, _issue))
 
 
 # -- built ------------------------------------------------------------------------------------------

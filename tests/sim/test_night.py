@@ -50,7 +50,7 @@ def test_products_written(night):
         with fits.open(path) as hdul:
             assert len(hdul) == 9
             assert hdul[1].data.shape == (SIZE, SIZE) and hdul[5].data.shape == (SIZE, 30)
-            assert hdul[1].data.dtype.kind == "u" or hdul[1].data.dtype == np.dtype(">u2") or hdul[1].data.max() <= 65535
+            assert hdul[1].data.dtype.kind == "u" and hdul[1].data.dtype.itemsize == 2
     manifest = json.loads((night.root / "sim" / "manifest.json").read_text())
     assert manifest["seed"] == SEED and manifest["shape"] == [SIZE, SIZE]
     for path in night.science:
@@ -108,7 +108,7 @@ def test_star_fluxes_match_truth_within_noise(night):
                         for m in ann.to_mask(method="center")])
         flux_dn = phot["aperture_sum"] - sky * ap.area
         # flux within r = 10 px of a Moffat: compare ratios, so the fraction outside cancels out
-        true_dn = stars["flux_e"] / gain * 10 ** (-0.4 * 0)  # true electrons detected / gain
+        true_dn = stars["flux_e"] / gain  # true electrons detected / gain
         sigma = np.sqrt(np.maximum(flux_dn, 0) / gain + ap.area * (1.4826 * np.median(np.abs(img - np.median(img)))) ** 2)
         frac = np.median(flux_dn / true_dn)
         assert 0.97 < frac < 1.01  # the encircled energy of r = 10 px (Moffat wings, faint neighbours)

@@ -139,7 +139,7 @@ def sky_for_ccd(field: int, ccdid: int, *, seed: int, shape=_camera.QUADRANT_SHA
                          asteroid_epoch=asteroid_epoch, density_scale=density_scale, faint_limit=faint_limit)
 
 
-def _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape, rng):
+def _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape):
     """Project, render and tabulate the sources of one quadrant: (electrons image, truth Table, WCS)."""
     ny, nx = shape
     wcs = _optics.true_wcs(exposure, ccdid=ccdid, qid=qid, shape=shape)
@@ -156,7 +156,7 @@ def _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape, rng):
     kind = np.asarray(src["kind"]).astype(str)
     rate = np.hypot(np.asarray(src["ra_rate"], float), np.asarray(src["dec_rate"], float))
     streak = (kind == "asteroid") & (rate >= _STREAK_RATE)
-    flux = _optics.mag_to_electrons(mags[idx], exposure.zp) * 1.0
+    flux = _optics.mag_to_electrons(mags[idx], exposure.zp)
     psf = _optics.psf_params(ccdid, qid, x, y, exposure.seeing, exposure.airmass, shape=shape)
     # Galaxies fainter than _GALAXY_SHAPE_LIMIT have S/N < ~3 in 30 s: their light is kept but drawn
     # through the PSF alone (their shape is unmeasurable and Sersic rendering dominated the run time)
@@ -242,7 +242,7 @@ def simulate_exposure_ccd(exposure, ccdid: int, sky: Table, camera, *, rng, cosm
     mags = _sky.mags_at(sky, exposure.filtercode, exposure.jd)
     electrons, truth = {}, {}
     for qid in _camera.QIDS:
-        image, table, wcs = _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape, rng)
+        image, table, wcs = _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape)
         trail = _satellite_trail(shape, exposure, rng, image)
         channel = camera.channel(ccdid, qid)
         ny, nx = shape
@@ -458,7 +458,7 @@ def _simulate_calibration(store, camera, exposures, ccds, filters, seed, nbias, 
                                          expid=expid(jd))
             else:
                 quads, overs, _ = _raw.simulate_dome_flat_ccd(camera, ccdid, flat_filter, flat_level, rng=rng)
-                wave = {"zg": 470.0, "zr": 630.0, "zi": 800.0}[flat_filter]
+                wave = float(_camera.get_filter(flat_filter).wavelength.to_value(u.nm))
                 header = _raw.raw_header(ccdid=ccdid, obsjd=jd, imgtype="dome", exptime=10.0,
                                          filtercode=flat_filter, expid=expid(jd), ilum_led=1, ilumwave=wave,
                                          ilumpowr=1.0)

@@ -94,6 +94,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS, Sip
 
+from ..camera import _center_radec as _field_center_radec
 from ..camera import (
     PIXEL_SCALE,
     QUADRANT_CENTER,
@@ -231,17 +232,10 @@ def _layout_centres() -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def _center_radec(obj) -> tuple[float, float]:
-    if isinstance(obj, SkyCoord):
-        if not obj.isscalar:
-            raise ConfigError("the pointing centre must be a scalar SkyCoord")
-        c = obj.icrs
-        return float(c.ra.deg), float(c.dec.deg)
-    if hasattr(obj, "field"):
-        return _center_radec(obj.field)
-    c = field_center(obj)
-    if not c.isscalar:
-        raise ConfigError("give a single field id, a scalar SkyCoord or an Exposure")
-    return float(c.ra.deg), float(c.dec.deg)
+    """(RA, Dec) [deg] of an Exposure's field, a field id or a scalar SkyCoord."""
+    if not isinstance(obj, SkyCoord) and hasattr(obj, "field"):
+        obj = obj.field
+    return _field_center_radec(obj)
 
 
 def _pointing_args(exposure_or_center, pointing_offset, rotation_deg):
