@@ -15,7 +15,7 @@ from astropy.io import fits
 from ztfsds import camera as zcam
 from ztfsds.errors import ConfigError, InputError, ShapeError
 from ztfsds.products import MaskBits
-from ztfsds.sim.instrument import ChannelTruth, amp_corner, crosstalk_mirror, make_camera
+from ztfsds.sim.instrument import TRUE_GAIN_MEAN, TRUE_READ_NOISE_RANGE, ChannelTruth, amp_corner, crosstalk_mirror, make_camera
 from ztfsds.sim.raw import (
     COSMIC_RAY_RATE,
     bleed_columns,
@@ -116,12 +116,12 @@ def test_channel_truth_values():
     chans = [cam.channel(c, q) for c in zcam.CCDIDS for q in QIDS]
     assert len(chans) == 64 and all(isinstance(ch, ChannelTruth) for ch in chans)
     gains = np.array([ch.gain for ch in chans])
-    assert abs(gains.mean() - 6.0) < 0.1
+    assert abs(gains.mean() - TRUE_GAIN_MEAN) < 0.1
     assert 0.015 < gains.std() / gains.mean() < 0.045
     for ch in chans:
         assert ch.rcid == zcam.rcid(ch.ccdid, ch.qid)
         assert ch.amp_name == zcam.amp_name(ch.qid)
-        assert 8.5 <= ch.read_noise <= 10.5
+        assert TRUE_READ_NOISE_RANGE[0] <= ch.read_noise <= TRUE_READ_NOISE_RANGE[1]
         assert 300 <= ch.bias_level <= 1000
         assert (ch.nonlin_a, ch.nonlin_b) == zcam.nonlinearity_coefficients(ch.ccdid, ch.qid, date)
         # the ADC clips before the full well is reached

@@ -618,3 +618,20 @@ def test_render_full_quadrant_speed():
         times.append(time.perf_counter() - t0)
     print(f"\nfull quadrant, {ns} stars + {ng} galaxies: best {min(times):.3f} s, runs {times}")
     assert np.isfinite(img).all() and img.sum() > 0.95 * F[(X > 20) & (X < nx - 20) & (Y > 20) & (Y < ny - 20)].sum()
+
+
+def test_compiled_point_renderer_matches_numpy_reference():
+    from ztfsds.sim import optics
+
+    rng = np.random.default_rng(11)
+    n, ny, nx = 3000, 120, 140
+    x, y = rng.uniform(-12, nx + 12, n), rng.uniform(-12, ny + 12, n)
+    flux = 10 ** rng.uniform(2, 6.5, n)
+    fwhm, ell, pa = rng.uniform(1.5, 3.5, n), rng.uniform(0, 0.25, n), rng.uniform(0, 180, n)
+    size = optics.stamp_size(flux, fwhm, ell)
+    fast = np.zeros((ny, nx), np.float32)
+    ref = np.zeros((ny, nx), np.float32)
+    optics._render_points(fast.reshape(-1), ny, nx, x, y, flux, fwhm, ell, pa, size)
+    optics._render_points_numpy(ref.reshape(-1), ny, nx, x, y, flux, fwhm, ell, pa, size)
+    assert fast.sum() == pytest.approx(ref.sum(), rel=1e-6)
+    np.testing.assert_allclose(fast, ref, rtol=2e-5, atol=1e-3)

@@ -82,7 +82,15 @@ __all__ = [
     "VIGNETTING",
     "DEFECT_RESPONSE",
     "FOCAL_PLANE_EDGE",
+    "TRUE_GAIN_MEAN",
+    "TRUE_READ_NOISE_RANGE",
 ]
+
+#: Mean true gain of the readout channels [e-/DN]: the measured ZTF value (Bellm et al. 2019, PASP 131,
+#: 018002, Table 1); the raw headers carry the nominal 6.0, as the real camera's do.
+TRUE_GAIN_MEAN = 5.8
+#: Range of the channels' true read noise [e-] (mean 10.3 e-, the measured value of Bellm et al. 2019).
+TRUE_READ_NOISE_RANGE = (9.5, 11.1)
 
 #: White pixel-response non-uniformity (rms, fraction) of the flat per filter.
 PRNU_RMS = {"zg": 0.009, "zr": 0.007, "zi": 0.006}
@@ -196,9 +204,11 @@ class ChannelTruth:
     amp_name : str
         Amplifier name, 'H', 'G', 'F' or 'E'.
     gain : float
-        True gain [e-/DN]: 6.0 with 3 % channel-to-channel scatter (headers say 6.0 for all).
+        True gain [e-/DN]: `TRUE_GAIN_MEAN` (5.8, the measured ZTF value of Bellm et al. 2019,
+        Table 1) with 3 % channel-to-channel scatter; raw headers say the nominal 6.0 for all.
     read_noise : float
-        Read noise [e-], 8.8-10.3.
+        Read noise [e-], uniform in `TRUE_READ_NOISE_RANGE` (9.5-11.1, mean the measured 10.3 e-
+        of Bellm et al. 2019); raw headers say the nominal 9.
     bias_level : float
         Level of the serial overscan [DN], 300-1000, before the per-exposure floating bias.
     bias_offset : float
@@ -254,8 +264,8 @@ class ChannelTruth:
 def _draw_channel(seed: int, ccdid: int, qid: int, date) -> ChannelTruth:
     r = _rcid(ccdid, qid)
     g = _rng(seed, r, _P_CHANNEL)
-    gain = 6.0 * (1.0 + float(np.clip(g.normal(0.0, 0.03), -0.09, 0.09)))
-    read_noise = float(g.uniform(8.8, 10.3))
+    gain = TRUE_GAIN_MEAN * (1.0 + float(np.clip(g.normal(0.0, 0.03), -0.09, 0.09)))
+    read_noise = float(g.uniform(*TRUE_READ_NOISE_RANGE))
     bias_level = float(g.uniform(300.0, 1000.0))
     bias_offset = float(g.normal(0.0, 3.0))
     ramp = float(g.uniform(-4.0, 4.0))

@@ -7,9 +7,11 @@ and writes, under a data root (`ztfsds.products.ProductStore` layout)::
     raw/YYYY/MMDD/dddddd/ztf_<filefracday>_<field>_<fc>_c<cc>_o.fits[.fz]   science exposures
     raw/YYYY/MMDD/dddddd/ztf_<filefracday>_000000_OO_c<cc>_b.fits[.fz]      biases
     raw/YYYY/MMDD/dddddd/ztf_<filefracday>_000000_<fc>_c<cc>_f.fits[.fz]    LED dome flats
-    sim/truth/YYYYMMDD/<raw name>_truth.fits   per raw CCD file: one table per quadrant (every source
-                                               with its true position, flux and magnitude) with the
-                                               true WCS, zero point and seeing in its header
+    sim/truth/YYYYMMDD/<raw name>_truth.fits   per raw CCD file: one table per quadrant Q1-Q4 (every
+                                               source with its true position, flux and magnitude)
+                                               with the true WCS, zero point, gain, read noise, seeing
+                                               and sky in its header; COSMICS (the cosmic-ray hits);
+                                               MASK1-MASK4, the true artefact maps (`truth_mask`)
     sim/catalogs/<field>_c<cc>_gaia.fits, _ps1.fits   the Gaia-like and PS1-like calibrator catalogs
     sim/schedule.ecsv, sim/camera.ecsv, sim/manifest.json
 
@@ -23,8 +25,10 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import os
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,14 +41,14 @@ from astropy.table import Table
 from .. import camera as _camera
 from .._version import __version__
 from ..errors import ConfigError
-from ..products import ProductKey, ProductStore, atomic_write, expid, filefracday, write_fits
+from ..products import MaskBits, ProductKey, ProductStore, atomic_write, expid, filefracday, write_fits
 from . import conditions as _conditions
 from . import instrument as _instrument
 from . import optics as _optics
 from . import raw as _raw
 from . import sky as _sky
 
-__all__ = ["NightResult", "simulate_night", "simulate_exposure_ccd", "sky_for_ccd", "truth_path"]
+__all__ = ["NightResult", "simulate_night", "simulate_exposure_ccd", "sky_for_ccd", "truth_mask", "truth_path"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,15 @@ def sky_for_ccd(field: int, ccdid: int, *, seed: int, shape=_camera.QUADRANT_SHA
     center, radius = _ccd_radius(_camera.field_center(field), ccdid, shape)
     return _sky.make_sky(center, radius, seed=_seed(seed, field, ccdid), transient_window=transient_window,
                          asteroid_epoch=asteroid_epoch, density_scale=density_scale, faint_limit=faint_limit)
+
+
+def _render_threads() -> int:
+    """Threads used to render the quadrants of a CCD: the usable cores, at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
 
 
 def _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape):
@@ -241,8 +254,12 @@ def simulate_exposure_ccd(exposure, ccdid: int, sky: Table, camera, *, rng, cosm
     ra, dec = _sky.positions_at(sky, exposure.jd)
     mags = _sky.mags_at(sky, exposure.filtercode, exposure.jd)
     electrons, truth = {}, {}
-    for qid in _camera.QIDS:
-        image, table, wcs = _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape)
+    # the four quadrants' rendering draws no random numbers: run it on threads (the compiled kernel
+    # and numpy's array operations release the GIL); the results do not depend on the thread count
+    with ThreadPoolExecutor(max_workers=_render_threads()) as pool:
+        rendered = list(pool.map(lambda q: _quadrant_truth(exposure, ccdid, q, sky, ra, dec, mags, shape),
+                                 _camera.QIDS))
+    for qid, (image, table, wcs) in zip(_camera.QIDS, rendered):
         trail = _satellite_trail(shape, exposure, rng, image)
         channel = camera.channel(ccdid, qid)
         ny, nx = shape
@@ -278,7 +295,25 @@ def truth_path(store: ProductStore, raw_key: ProductKey) -> Path:
     return store.root / "sim" / "truth" / raw_key.night / f"{stem}_truth.fits"
 
 
-def _write_truth(path: Path, truth: dict, exposure, readout) -> Path:
+def truth_mask(readout: dict, camera, ccdid: int, qid: int) -> np.ndarray:
+    """The true artefact map of a quadrant: int16, an OR of `~ztfsds.products.MaskBits`.
+
+    The camera's defects (DEAD, LOW/HIGH_RESPONSIVITY, NOISY), SATURATED (ADC ceiling or full well,
+    bleed trails included), SPIKE (cosmic-ray hits) and GHOST (crosstalk ghosts above 1 DN), in
+    science orientation. It is written to the truth file as the compressed image HDU ``MASK<qid>``.
+    """
+    mask = camera.defects(ccdid, qid).astype(np.int16)
+    for key, bit in (("saturated", MaskBits.SATURATED), ("cosmic_ray_mask", MaskBits.SPIKE)):
+        m = readout.get(key, {}).get(qid)
+        if m is not None:
+            mask[m] |= np.int16(bit)
+    ghost = readout.get("crosstalk", {}).get("ghost_mask", {}).get(qid)
+    if ghost is not None:
+        mask[ghost] |= np.int16(MaskBits.GHOST)
+    return mask
+
+
+def _write_truth(path: Path, truth: dict, exposure, readout, *, camera=None, ccdid=None) -> Path:
     hdus = [fits.PrimaryHDU()]
     primary = hdus[0].header
     for key, value in (("OBSJD", exposure.jd), ("FIELDID", exposure.field), ("FILTER", exposure.filtercode),
@@ -301,6 +336,10 @@ def _write_truth(path: Path, truth: dict, exposure, readout) -> Path:
         hdu = fits.table_to_hdu(crs)
         hdu.name = "COSMICS"
         hdus.append(hdu)
+    if camera is not None:
+        for qid in truth:
+            hdus.append(fits.CompImageHDU(truth_mask(readout, camera, ccdid, qid), name=f"MASK{qid}",
+                                          compression_type="RICE_1"))
     return write_fits(path, fits.HDUList(hdus))
 
 
@@ -420,7 +459,8 @@ def simulate_night(out, *, fields: Sequence[int] = (655,), ccds: Sequence[int] =
             header["SIMRA"] = (float(centre.ra.deg), "true pointing RA [deg]")
             header["SIMDEC"] = (float(centre.dec.deg), "true pointing Dec [deg] (truth)")
             science.append(_raw.write_raw_ccd(store.path(key), quads, overs, header, compress=compress))
-            truth_files.append(_write_truth(truth_path(store, key), truth, exposure, readout))
+            truth_files.append(_write_truth(truth_path(store, key), truth, exposure, readout,
+                                            camera=camera, ccdid=ccdid))
             note(key.filename)
 
     sched = _conditions.schedule_table(schedule)

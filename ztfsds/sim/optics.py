@@ -108,6 +108,7 @@ from ..camera import (
     tangent_project,
 )
 from ..errors import ConfigError
+from .._ext import _simrender
 
 __all__ = [
     "PSF_BETA",
@@ -1014,6 +1015,18 @@ def _accumulate(flat, ny, nx, x_lo, y_lo, stamps):
 
 
 def _render_points(flat, ny, nx, x, y, flux, fwhm, ell, pa, size):
+    """Add point sources into the flattened image with the compiled kernel (`_render_points_numpy`
+    is the reference it is tested against)."""
+    A, B, C, norm, _, _ = _moffat_coeffs(fwhm, ell, pa)
+    t_out, w_out = (v.astype(np.float64) for v in _gauss_legendre(2))
+    t_core, w_core = (v.astype(np.float64) for v in _gauss_legendre(_CORE_NODES))
+    f64 = lambda v: np.ascontiguousarray(np.broadcast_to(v, x.shape), dtype=np.float64)  # noqa: E731
+    _simrender.add_moffat_points(flat.reshape(ny, nx), f64(x), f64(y), f64(flux), f64(A), f64(B), f64(C),
+                                 f64(norm), np.ascontiguousarray(size, dtype=np.int_), _CORE_HALF,
+                                 t_out, w_out, t_core, w_core)
+
+
+def _render_points_numpy(flat, ny, nx, x, y, flux, fwhm, ell, pa, size):
     ix = np.floor(x + 0.5).astype(np.int64)
     iy = np.floor(y + 0.5).astype(np.int64)
     dx, dy = x - ix, y - iy

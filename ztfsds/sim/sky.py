@@ -10,8 +10,9 @@ The model
 * **Stars.** Differential counts ``dN/dm`` rise as ``10**(0.28 m)`` from r = 9 to r = 20, the slope
   falls linearly to 0.12 at r = 23 and stays there. The surface density scales with galactic latitude
   as ``exp(-|b| / 13.5 deg) + 0.0546`` (5x more stars at b = 10 than at b = 40), normalised to
-  16,000 stars per deg^2 brighter than r = 21 at ``|b|`` = 17.5 deg (12,000 in a 0.75 deg^2 quadrant;
-  3,235 per deg^2 at ``|b|`` = 60 deg). `star_density` gives these numbers. Colours follow the stellar
+  20,000 stars per deg^2 brighter than r = 21 at ``|b|`` = 17.5 deg (15,000 in a 0.75 deg^2 quadrant;
+  4,044 per deg^2 at ``|b|`` = 60 deg), set so that sep finds as many sources at 5 sigma on a
+  simulated quadrant as on the real field-655 quadrant (b = -17.5). `star_density` gives these numbers. Colours follow the stellar
   locus: ``g - r`` from a blue (turn-off, N(0.55, 0.18)) and a red (M dwarf, N(1.35, 0.10))
   population, the red share growing from 15 % at r = 16 to 30 % at r = 22;
   ``r - i = -0.05 + 0.4 (g - r)`` up to ``g - r = 1.2`` and rising steeply (slope 3) on the M-dwarf
@@ -101,7 +102,7 @@ _FADE_LIMIT = 30.0  # a transient fainter than this is not there
 # Stars: differential-count slopes and normalisation (see the module docstring).
 _STAR_BRIGHT = 9.0
 _STAR_SLOPES = (0.28, 0.12, 20.0, 23.0)  # bright slope, faint slope, turn start, turn end [mag]
-_STAR_DENSITY_R21 = 16000.0  # stars / deg^2 brighter than r = 21 at |b| = _B_REF
+_STAR_DENSITY_R21 = 20000.0  # stars / deg^2 brighter than r = 21 at |b| = _B_REF
 _B_REF = 17.5
 _B_SCALE = 13.5
 _B_FLOOR = 0.0546
@@ -192,9 +193,9 @@ def star_density(gal_b, r_limit=21.0, *, density_scale=1.0):
     Examples
     --------
     >>> round(float(star_density(17.5)))
-    16000
+    20000
     >>> round(float(star_density(60.0)))
-    3235
+    4044
     """
     grid, cum = _cumulative_counts(_STAR_BRIGHT, max(r_limit, _STAR_BRIGHT), _STAR_SLOPES, _STAR_DENSITY_R21)
     n = np.interp(r_limit, grid, cum, left=0.0)
