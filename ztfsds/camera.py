@@ -95,6 +95,8 @@ __all__ = [
     # focal plane
     "focal_plane_layout",
     "quadrant_corners",
+    "amp_corner",
+    "crosstalk_mirror",
     "ccd_corners",
     "ccd_gaps",
     "active_area",
@@ -1347,3 +1349,67 @@ def fields_in_grid(grid) -> np.ndarray:
     g = _as_scalar_int("grid", grid, 1, 4)
     t = _field_grid_table()
     return np.asarray(t["field"])[np.asarray(t["grid"]) == g].copy()
+
+
+# --------------------------------------------------------------------------------------------------
+# Amplifier geometry
+# --------------------------------------------------------------------------------------------------
+
+
+def amp_corner(qid: int, shape: tuple[int, int] = QUADRANT_SHAPE) -> tuple[int, int]:
+    """Array index ``(row, col)`` of the pixel next to a quadrant's amplifier (science orientation).
+
+    Parameters
+    ----------
+    qid : int
+        Quadrant id, 1-4.
+    shape : tuple of int, optional
+        Quadrant shape ``(ny, nx)``.
+
+    Returns
+    -------
+    tuple of int
+        ``(0, 0)`` for q1, ``(0, nx - 1)`` for q2, ``(ny - 1, nx - 1)`` for q3, ``(ny - 1, 0)`` for q4.
+
+    Examples
+    --------
+    >>> amp_corner(3, (256, 256))
+    (255, 255)
+    """
+    ny, nx = shape
+    top = qid in (1, 2)
+    left = qid in (1, 4)
+    if qid not in QIDS:
+        raise ConfigError(f"qid must be 1-4, got {qid!r}")
+    return (0 if top else ny - 1, 0 if left else nx - 1)
+
+
+def crosstalk_mirror(image: np.ndarray, source_qid: int, victim_qid: int) -> np.ndarray:
+    """Map an image of quadrant ``source_qid`` to where its crosstalk lands in ``victim_qid``.
+
+    Pixels at the same readout position (distance in rows and columns from each amplifier) are
+    coupled, so the map flips rows when the two amplifiers sit on different rows of the CCD and
+    columns when they sit on different columns.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D image of the source quadrant, science orientation.
+    source_qid, victim_qid : int
+        Quadrant ids, 1-4.
+
+    Returns
+    -------
+    numpy.ndarray
+        A view of ``image``, flipped as needed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(4).reshape(2, 2)
+    >>> crosstalk_mirror(a, 1, 2).tolist()
+    [[1, 0], [3, 2]]
+    """
+    rs, cs = amp_corner(source_qid, image.shape)
+    rv, cv = amp_corner(victim_qid, image.shape)
+    return image[:: -1 if rs != rv else 1, :: -1 if cs != cv else 1]
