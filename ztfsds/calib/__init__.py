@@ -1,5 +1,6 @@
 """Instrumental calibration: raw CCD files to sciimg, mskimg and variance, and the calibration library."""
 
 from .calibration import CCDCalibration, QuadrantCalibration
+from .overscan import overscan_level
 
-__all__ = ["CCDCalibration", "QuadrantCalibration"]
+__all__ = ["CCDCalibration", "QuadrantCalibration", "overscan_level"]
