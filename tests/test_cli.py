@@ -11,7 +11,7 @@ from ztfsds.cli import EXIT_INPUT_ERROR, EXIT_NOT_IMPLEMENTED, main
 COMMANDS = ["simulate-night", "run-night", "calib", "process", "refimg", "subtract", "forced-phot",
             "lightcurve", "alerts", "archive", "report", "bench", "config"]
 
-NOT_BUILT = [["run-night"], ["calib", "build"], ["calib", "apply"], ["process"],
+NOT_BUILT = [["run-night"], ["process"],
              ["refimg", "build"], ["refimg", "synopsis"], ["subtract"], ["forced-phot"], ["lightcurve"],
              ["alerts", "search"], ["archive", "init"], ["archive", "images"], ["report"]]
 

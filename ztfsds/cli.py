@@ -77,10 +77,6 @@ for _group_name, _group in _GROUPS.items():
 _PENDING = [
     ("", "run-night", "Process a night end to end (with no arguments: a simulated demo night under "
      "./ztfsds-data).", "the night runner", "operations"),
-    ("calib", "build", "Build master biases, flats, bad-pixel masks for a night from its calibration frames.",
-     "instrumental calibration", "calibration"),
-    ("calib", "apply", "Calibrate raw CCD files into sciimg/mskimg quadrant products.",
-     "instrumental calibration", "calibration"),
     ("", "process", "Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures.",
      "the per-quadrant pipeline", "operations"),
     ("refimg", "build", "Build reference images from the best 15-40 epochs of a field/CCD/quadrant/filter.",
@@ -181,6 +177,50 @@ def bench(
     if json_path is not None:
         argv += ["--json", str(json_path)]
     raise typer.Exit(_bench.main(argv))
+
+
+def _night_text(night: str) -> str:
+    text = night.replace("-", "")
+    if len(text) != 8 or not text.isdigit():
+        raise typer.BadParameter(f"--night must be YYYYMMDD or YYYY-MM-DD, got {night!r}")
+    return text
+
+
+@calib_app.command("build")
+def calib_build(
+    ctx: typer.Context,
+    night: str = typer.Option(..., "--night", help="Night of the calibration frames, YYYYMMDD."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root (raw/ in, cal/ out)."),
+    ccds: Optional[str] = typer.Option(None, "--ccds", help="Comma-separated CCD ids (default: all found)."),
+):
+    """Build master biases, flats, bad-pixel masks, gains and crosstalk for a night's calibration frames."""
+    from .calib import build_library
+    from .products import ProductStore
+
+    paths = build_library(ProductStore(data), _night_text(night),
+                          ccds=None if ccds is None else _int_list(ccds, "--ccds"), params=ctx.obj.config.calib)
+    typer.echo(f"wrote {len(paths)} calibration products under {Path(data) / 'cal'}")
+
+
+@calib_app.command("apply")
+def calib_apply(
+    ctx: typer.Context,
+    raw: List[Path] = typer.Argument(..., help="Raw CCD files (paths, or names found under --data)."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root (cal/ in, sci/ out)."),
+):
+    """Calibrate raw CCD files into sciimg, mskimg and varimg quadrant products."""
+    from .calib import run_calib
+    from .products import ProductStore
+
+    store = ProductStore(data)
+    failed = 0
+    for path in raw:
+        for status in run_calib(path, store, ctx.obj.config):
+            typer.echo(str(status))
+            failed += not status.ok
+    if failed:
+        typer.echo(f"{failed} quadrant(s) failed", err=True)
+        raise typer.Exit(1)
 
 
 config_app = typer.Typer(help="Parameter files: show the defaults, check a file.", no_args_is_help=True)

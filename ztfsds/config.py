@@ -233,10 +233,19 @@ class CalibParams(ParamSet):
         Pixels above this fraction of the channel's saturation level are flagged SATURATED.
     cosmic_ray_sigma : float
         Detection threshold of the cosmic-ray (pixel spike) flagging, in sigma.
+    cosmic_ray_contrast : float
+        A cosmic-ray pixel must exceed the median of its 8 neighbours by this many times their excess
+        over the local background (a star's core: ~4 at FWHM 1.5 px, ~2.4 at 2 px).
+    cosmic_ray_grow_sigma : float
+        Neighbours of a cosmic-ray pixel this far above the median of their own neighbours (and as
+        sharp) are flagged too, in sigma.
     crosstalk : bool
         Remove amplifier crosstalk ghosts.
+    crosstalk_ghost_sigma : float
+        Pixels where the removed crosstalk ghost exceeded this many sigma of the pixel noise are
+        flagged GHOST.
     workers : int
-        Threads used by the compiled stack combination.
+        Threads used by the compiled stack combination and the per-exposure calibration.
     """
 
     section: ClassVar[str] = "calib"
@@ -250,8 +259,14 @@ class CalibParams(ParamSet):
     stack_maxiters: int = _param(5, "stack combination clipping iterations", min=1, max=50)
     saturation_margin: float = _param(0.98, "fraction of saturation level flagged SATURATED", min=0.1, max=1.0)
     cosmic_ray_sigma: float = _param(5.0, "cosmic-ray flagging threshold", unit="sigma", min=1.0)
+    cosmic_ray_contrast: float = _param(5.0, "cosmic-ray sharpness: excess over neighbours / their excess",
+                                        min=1.0)
+    cosmic_ray_grow_sigma: float = _param(2.0, "cosmic-ray growth threshold (neighbours of a hit)", unit="sigma",
+                                          min=0.0)
     crosstalk: bool = _param(True, "remove amplifier crosstalk ghosts")
-    workers: int = _param(1, "threads for compiled stack combination", min=1)
+    crosstalk_ghost_sigma: float = _param(5.0, "GHOST flag: removed ghost above this noise multiple",
+                                          unit="sigma", min=0.0)
+    workers: int = _param(1, "threads for compiled stack combination and calibration", min=1)
 
     def validate(self):
         lo, hi = self.overscan_columns

@@ -1,6 +1,5 @@
 """MaskBits and InfoBits against the legends of the real IPAC headers."""
 
-from pathlib import Path
 
 import pytest
 from astropy.io import fits

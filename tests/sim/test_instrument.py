@@ -13,9 +13,15 @@ import pytest
 from astropy.io import fits
 
 from ztfsds import camera as zcam
+from ztfsds.camera import amp_corner, crosstalk_mirror
 from ztfsds.errors import ConfigError, InputError, ShapeError
 from ztfsds.products import MaskBits
-from ztfsds.sim.instrument import TRUE_GAIN_MEAN, TRUE_READ_NOISE_RANGE, ChannelTruth, amp_corner, crosstalk_mirror, make_camera
+from ztfsds.sim.instrument import (
+    TRUE_GAIN_MEAN,
+    TRUE_READ_NOISE_RANGE,
+    ChannelTruth,
+    make_camera,
+)
 from ztfsds.sim.raw import (
     COSMIC_RAY_RATE,
     bleed_columns,

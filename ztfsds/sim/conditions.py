@@ -173,11 +173,12 @@ def _observer(lst):
 
 
 def _airmass_from_alt(alt_deg):
-    """Kasten & Young (1989) airmass; inf below the horizon."""
+    """Kasten & Young (1989) airmass, at least 1 (the formula gives 0.9999 at the zenith); inf below the
+    horizon."""
     h = np.asarray(alt_deg, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         x = 1.0 / (np.sin(np.radians(h)) + 0.50572 * np.maximum(h + 6.07995, 1e-9) ** -1.6364)
-    return np.where(h > 0, x, np.inf)
+    return np.where(h > 0, np.maximum(x, 1.0), np.inf)
 
 
 def airmass(ra, dec, jd):

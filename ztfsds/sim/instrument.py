@@ -64,7 +64,6 @@ from ..camera import (
     QIDS,
     QUADRANT_SHAPE,
     amp_corner,
-    crosstalk_mirror,
     get_filter,
     linearize,
     nonlinearity_coefficients,

@@ -186,11 +186,12 @@ def _quadrant_truth(exposure, ccdid, qid, sky, ra, dec, mags, shape):
         axis_ratio=np.asarray(src["axis_ratio"], float)[point], gal_pa=np.asarray(src["pa"], float)[point],
         out=image)
     for j in np.flatnonzero(streak):
-        ra0, dec0, ra1, dec1 = _sky.asteroid_track(
+        ra0, dec0, ra1, dec1 = (float(np.ravel(v)[0]) for v in _sky.asteroid_track(
             {k: src[k][j] for k in ("ra", "dec", "ra_rate", "dec_rate", "t0", "pmra", "pmdec", "kind")},
-            exposure.jd, exposure.exptime)
+            exposure.jd, exposure.exptime))
         (x0, x1), (y0, y1) = _optics.sky_to_pixel(wcs, np.array([ra0, ra1], float), np.array([dec0, dec1], float))
-        _optics.render_streak(shape, x0, y0, x1, y1, flux[j], float(psf.fwhm[j]), out=image)
+        _optics.render_streak(shape, float(x0), float(y0), float(x1), float(y1), float(flux[j]), float(psf.fwhm[j]),
+                              out=image)
     truth = Table()
     truth["source_id"] = np.asarray(src["source_id"], np.int64)
     truth["kind"] = kind

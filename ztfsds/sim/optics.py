@@ -99,7 +99,6 @@ from ..camera import (
     PIXEL_SCALE,
     QUADRANT_CENTER,
     QUADRANT_SHAPE,
-    field_center,
     focal_plane_layout,
     nominal_wcs,
     rcid,
@@ -998,7 +997,7 @@ def _galaxy_stamps(params, idx, s, dx, dy, flux, alias):
 
 def _accumulate(flat, ny, nx, x_lo, y_lo, stamps):
     """Add stamps (n, m, m) with lower-left pixels (x_lo, y_lo) into the flattened image."""
-    n, m = stamps.shape[0], stamps.shape[1]
+    m = stamps.shape[1]
     ar = np.arange(m)
     ys = y_lo[:, None] + ar
     xs = x_lo[:, None] + ar

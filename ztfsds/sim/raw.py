@@ -62,7 +62,9 @@ from ..camera import (
     RAW_NFRAMES,
     RAW_OVERSCAN_HDUS,
     RAW_QUADRANT_HDUS,
+    amp_corner,
     amp_name,
+    crosstalk_mirror,
     field_center,
     get_filter,
 )
@@ -70,7 +72,7 @@ from ..errors import ConfigError, InputError, ShapeError
 from ..products import ProductKey, atomic_write
 from ..products import expid as _expid
 from ..products import filefracday as _filefracday
-from .instrument import CameraTruth, amp_corner, crosstalk_mirror
+from .instrument import CameraTruth
 
 __all__ = [
     "COSMIC_RAY_RATE",
