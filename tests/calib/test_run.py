@@ -54,6 +54,8 @@ def test_every_quadrant_calibrated(night):
         assert card in hdr, card
     assert hdr["CIDBIAS"] == f"ztf_{NIGHT}_OO_c13_q3_bias.fits"
     assert hdr["RCID"] == 50 and hdr["QID"] == 3
+    # the sub-array's place in the full quadrant, for the astrometric prior
+    assert (hdr["LTV1"], hdr["LTV2"]) == (-((3072 - SIZE) // 2), -((3080 - SIZE) // 2))
     assert "BIT08" in mhdr and mhdr["BIT08"] == 8
 
 

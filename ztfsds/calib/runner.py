@@ -146,6 +146,10 @@ def run_calib(raw, store: ProductStore, config: Config | None = None) -> list[Pr
         header["RCID"] = (qkey.rcid, "readout channel id")
         header["EXPID"] = (qkey.expid, "exposure id")
         header["DBPID"] = (qkey.pid(), "processed-image id")
+        # a sub-array's place in the full quadrant (IRAF LTV: full-quadrant x = x - LTV1)
+        qhdr = read_header(path, qid)
+        for card in ("LTV1", "LTV2"):
+            header[card] = (float(qhdr.get(card, 0.0)), "full-quadrant pixel = pixel - LTV")
         header.extend(result.header, update=True)
         infobits, stats = quality_infobits(result.sciimg, result.mskimg)
         header["INFOBITS"] = (infobits, "image quality bits (BITnn legend)")

@@ -104,7 +104,7 @@ def _ccd_radius(field_center: SkyCoord, ccdid: int, shape) -> tuple[SkyCoord, fl
     for qid in _camera.QIDS:
         wcs = _camera.nominal_wcs(field_center, ccdid, qid)
         ny, nx = shape
-        y0, x0 = _optics.subarray_origin(shape)
+        x0, y0 = _optics.subarray_origin(shape)
         xs = np.array([x0, x0 + nx - 1, x0 + nx - 1, x0], dtype=float)
         ys = np.array([y0, y0, y0 + ny - 1, y0 + ny - 1], dtype=float)
         corners.append(wcs.pixel_to_world(xs, ys))

@@ -59,6 +59,8 @@ from ..camera import (
     PIXEL_SCALE,
     PIXEL_SIZE,
     QIDS,
+    QUADRANT_NAXIS1,
+    QUADRANT_NAXIS2,
     RAW_NFRAMES,
     RAW_OVERSCAN_HDUS,
     RAW_QUADRANT_HDUS,
@@ -666,7 +668,8 @@ def write_raw_ccd(path: str | os.PathLike, quadrants: dict[int, np.ndarray], ove
     """Write one raw CCD file in the camera's layout, atomically.
 
     HDU 0: the exposure header (`raw_header`), no data, NFRAMES = 8; HDUs 1-4: the quadrants
-    qid 1-4 (EXTNAME '1'-'4'); HDUs 5-8: their overscans (EXTNAME '5'-'8'). Every image HDU carries
+    qid 1-4 (EXTNAME '1'-'4'); HDUs 5-8: their overscans (EXTNAME '5'-'8'). A quadrant smaller than
+    the camera's is the centred sub-array of it: LTV1/LTV2 say where (IRAF convention, 0 at full size). Every image HDU carries
     CCD_ID, QID, AMP_ID, AMP_NAME, the nominal GAIN (6.0) and READNOI (9) as the real headers do,
     and OVERSCAN. Data are uint16 (BITPIX 16, BZERO 32768).
 
@@ -708,6 +711,10 @@ def write_raw_ccd(path: str | os.PathLike, quadrants: dict[int, np.ndarray], ove
         for q, k in zip(QIDS, hdu_ids):
             h = _hdu_header(ccdid, q, str(k), is_ov)
             data = np.ascontiguousarray(group[q])
+            # where a (centred) sub-array sits in the full quadrant: physical = logical - LTV (IRAF)
+            h["LTV1"] = (0.0 if is_ov else -float((QUADRANT_NAXIS1 - data.shape[1]) // 2),
+                         "sub-array offset: full-quadrant x = x - LTV1")
+            h["LTV2"] = (-float((QUADRANT_NAXIS2 - data.shape[0]) // 2), "sub-array offset: full-quadrant y = y - LTV2")
             if compress:
                 hdus.append(fits.CompImageHDU(data=data, header=h, compression_type="RICE_1"))
             else:
