@@ -9,7 +9,7 @@ from ztfsds import __version__
 from ztfsds.cli import EXIT_INPUT_ERROR, EXIT_NOT_IMPLEMENTED, main
 
 COMMANDS = ["simulate-night", "run-night", "calib", "process", "refimg", "subtract", "forced-phot",
-            "lightcurve", "alerts", "archive", "report", "bench", "config"]
+            "lightcurve", "alerts", "archive", "report", "bench", "config", "catalogs"]
 
 NOT_BUILT = [["run-night"], ["process"],
              ["refimg", "build"], ["refimg", "synopsis"], ["subtract"], ["forced-phot"], ["lightcurve"],

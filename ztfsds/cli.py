@@ -223,6 +223,29 @@ def calib_apply(
         raise typer.Exit(1)
 
 
+catalogs_app = typer.Typer(help="Calibrator catalogs (Gaia-like, PS1-like): build, inspect.", no_args_is_help=True)
+app.add_typer(catalogs_app, name="catalogs")
+
+
+@catalogs_app.command("build")
+def catalogs_build(
+    fields: str = typer.Option(..., "--fields", help="Comma-separated ZTF field ids."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root (catalogs/ written there)."),
+    ccds: Optional[str] = typer.Option(None, "--ccds", help="Comma-separated CCD ids (default: whole fields)."),
+    kinds: str = typer.Option("gaia,ps1", "--kinds", help="Catalog kinds: gaia, ps1."),
+    provider: str = typer.Option("sim", "--provider", help="'sim' (the simulator's exports under --data) or "
+                                 "'online' (Gaia archive, VizieR PS1; needs the network)."),
+    replace: bool = typer.Option(False, "--replace", help="Delete the existing catalogs of these kinds first."),
+):
+    """Build the HEALPix-partitioned calibrator catalogs of ZTF fields."""
+    from .catalogs import build_catalogs
+
+    paths = build_catalogs(data, _int_list(fields, "--fields"), provider=provider,
+                           kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+                           ccds=None if ccds is None else _int_list(ccds, "--ccds"), replace=replace)
+    typer.echo(f"wrote {len(paths)} catalog partitions under {Path(data) / 'catalogs'}")
+
+
 config_app = typer.Typer(help="Parameter files: show the defaults, check a file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

@@ -295,7 +295,9 @@ class AstromParams(ParamSet):
     distortion : str
         Distortion model: 'tpv' (as ZTF/SCAMP) or 'sip'.
     distortion_degree : int
-        Polynomial degree of the distortion (ZTF: cubic).
+        Polynomial degree of the distortion (3, cubic, as the issue and the simulator's optics; the
+        real IPAC headers carry PV1_0-PV1_16, a quartic TPV: 4 reproduces them to 3 mas instead of
+        7.5 mas). Reduced automatically when there are too few matches.
     clip_sigma : float
         Outlier rejection threshold of the fit, in sigma.
     min_matches : int

@@ -21,6 +21,7 @@ __all__ = [
     "NonFiniteError",
     "ProductNotFoundError",
     "ProductNameError",
+    "CatalogUnavailableError",
     "ConfigError",
     "StageError",
     "NoStarsError",
@@ -92,6 +93,30 @@ class ProductNotFoundError(ZTFSDSError, FileNotFoundError):
 
 class ProductNameError(ZTFSDSError, ValueError):
     """A file name does not follow the ZTF product naming convention."""
+
+
+class CatalogUnavailableError(ZTFSDSError, ConnectionError):
+    """An online calibrator-catalog service (the Gaia archive, VizieR) could not be reached or failed.
+
+    The message names the service and its address, says what went wrong and suggests the offline
+    providers (the simulator's sky, a local file) of `ztfsds.catalogs`.
+
+    Parameters
+    ----------
+    service : str
+        The service, e.g. ``'Gaia archive (https://gea.esac.esa.int/tap-server/tap)'``.
+    problem : str
+        What failed (usually the underlying exception).
+    """
+
+    def __init__(self, service: str, problem: str):
+        self.service = service
+        self.problem = problem
+        super().__init__(f"{service}: {problem}. Build the calibrator catalogs offline instead: from the "
+                         "simulator's sky (provider='sim') or from a local table (LocalFileProvider)")
+
+    def __reduce__(self):  # OSError pickles its args; rebuild from ours (process pools send errors back)
+        return type(self), (self.service, self.problem)
 
 
 class ConfigError(ZTFSDSError, ValueError):

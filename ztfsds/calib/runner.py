@@ -139,6 +139,8 @@ def run_calib(raw, store: ProductStore, config: Config | None = None) -> list[Pr
         for card in RAW_HEADER_CARDS:
             if card in primary:
                 header[card] = (primary[card], primary.comments[card])
+        if "OBSMJD" in primary:  # the FITS WCS time keyword (else astropy's datfix derives it, with a warning)
+            header["MJD-OBS"] = (float(primary["OBSMJD"]), "start of exposure [MJD, UTC]")
         header["FILENAME"] = (qkey.filename, "this product")
         header["ORIGNAME"] = (key.filename, "raw CCD file")
         header["CCDID"] = (key.ccdid, "CCD id")
