@@ -8,11 +8,11 @@ import pytest
 from ztfsds import __version__
 from ztfsds.cli import EXIT_INPUT_ERROR, EXIT_NOT_IMPLEMENTED, main
 
-COMMANDS = ["simulate-night", "run-night", "calib", "process", "refimg", "subtract", "forced-phot",
+COMMANDS = ["simulate-night", "run-night", "calib", "process", "refimg", "subtract", "forced-phot", "photom",
             "lightcurve", "alerts", "archive", "report", "bench", "config", "catalogs"]
 
 NOT_BUILT = [["run-night"], ["process"],
-             ["refimg", "build"], ["refimg", "synopsis"], ["subtract"], ["forced-phot"], ["lightcurve"],
+             ["refimg", "build"], ["refimg", "synopsis"], ["subtract"], ["lightcurve"],
              ["alerts", "search"], ["archive", "init"], ["archive", "images"], ["report"]]
 
 

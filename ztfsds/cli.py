@@ -85,8 +85,6 @@ _PENDING = [
      "reference images", "reference/subtraction"),
     ("", "subtract", "ZOGY difference imaging and candidate detection for science quadrants.",
      "image subtraction", "reference/subtraction"),
-    ("", "forced-phot", "Forced PSF photometry at sky positions on difference images (the ZFPS service).",
-     "forced photometry", "photometry"),
     ("", "lightcurve", "Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...).",
      "lightcurves", "archive"),
     ("alerts", "search", "Search alerts by objectId, cone, time, magnitude and real-bogus score.",
@@ -220,6 +218,90 @@ def calib_apply(
             failed += not status.ok
     if failed:
         typer.echo(f"{failed} quadrant(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("photom")
+def photom_cmd(
+    ctx: typer.Context,
+    sciimg: List[str] = typer.Argument(..., help="sciimg products (file names or paths under --data), "
+                                       "calibrated and astrometrically solved."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+):
+    """PSF model, PSF-fit and aperture catalogs, zero point and MAGLIM of science quadrants."""
+    from .photom import run_photom
+    from .products import ProductStore
+
+    store = ProductStore(data)
+    failed = 0
+    for name in sciimg:
+        status = run_photom(Path(name).name, store, ctx.obj.config)
+        typer.echo(str(status))
+        failed += not status.ok
+    if failed:
+        typer.echo(f"{failed} quadrant(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+def _positions(ra, dec, positions: Optional[Path]):
+    import numpy as np
+
+    if positions is not None:
+        from astropy.table import Table
+
+        try:
+            table = Table.read(positions, format="ascii")
+        except Exception as exc:  # astropy raises many kinds for an unreadable table
+            raise typer.BadParameter(f"--positions {positions}: not a readable table ({exc})") from None
+        if not {"ra", "dec"} <= set(table.colnames):
+            raise typer.BadParameter(f"--positions {positions}: needs columns 'ra' and 'dec'")
+        return np.asarray(table["ra"], float), np.asarray(table["dec"], float)
+    if ra is None or dec is None:
+        raise typer.BadParameter("give --ra and --dec, or --positions FILE")
+    return np.array([ra]), np.array([dec])
+
+
+@app.command("forced-phot")
+def forced_phot_cmd(
+    ra: Optional[float] = typer.Option(None, "--ra", help="Right ascension [deg]."),
+    dec: Optional[float] = typer.Option(None, "--dec", help="Declination [deg]."),
+    positions: Optional[Path] = typer.Option(None, "--positions", help="Table of many positions (columns ra, "
+                                             "dec; any astropy ASCII format)."),
+    jd_start: Optional[float] = typer.Option(None, "--jd-start", help="Earliest exposure [JD]."),
+    jd_end: Optional[float] = typer.Option(None, "--jd-end", help="Latest exposure [JD]."),
+    image: str = typer.Option("diff", "--image", help="'diff' (difference images, as the IPAC service) or "
+                              "'sci' (science images)."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder: one forcedphotometry_<n>_lc.txt per "
+                                       "position (default: print the first position's table)."),
+    baseline: bool = typer.Option(False, "--baseline", help="Subtract the median baseline per fcqfid/rfid "
+                                  "(every epoch is baseline: for non-varying positions)."),
+):
+    """Forced PSF photometry at fixed positions on every image of the data root (the ZFPS service)."""
+    from .photom.forced import (baseline_correct, forced_photometry_service, forced_photometry_text,
+                                write_forced_photometry)
+
+    ras, decs = _positions(ra, dec, positions)
+    table = forced_photometry_service(data, ras, decs, jd_start=jd_start, jd_end=jd_end, image=image)
+    codes = table.meta.get("procstatus", [])
+    if codes:
+        typer.echo(f"request procstatus: {', '.join(str(c) for c in codes)}", err=True)
+    if out is None:
+        first = table[table["posid"] == 0]
+        if baseline and len(first):
+            first = baseline_correct(first, min_epochs=1)
+        typer.echo(forced_photometry_text(first, ra=float(ras[0]), dec=float(decs[0]), jd_start=jd_start,
+                                          jd_end=jd_end), nl=False)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for k in range(len(ras)):
+            rows = table[table["posid"] == k]
+            if baseline and len(rows):
+                rows = baseline_correct(rows, min_epochs=1)
+            write_forced_photometry(rows, out / f"forcedphotometry_{k:05d}_lc.txt", ra=float(ras[k]),
+                                    dec=float(decs[k]), jd_start=jd_start, jd_end=jd_end)
+        typer.echo(f"{len(table)} epochs for {len(ras)} position(s) in {out}")
+    if not len(table):
         raise typer.Exit(1)
 
 

@@ -333,6 +333,16 @@ class PhotomParams(ParamSet):
         Degree of the polynomial variation of the PSF across the quadrant.
     psf_max_stars : int
         Most stars used to build the PSF model.
+    fit_radius : float
+        Radius of the pixels used in a PSF fit, in pixels (raised to 1.1 x the FWHM in poor seeing).
+    group_radius : float
+        Sources closer than this (friends of friends) are PSF-fitted together, in pixels.
+    max_group : int
+        Largest group fitted jointly; larger groups are split.
+    psf_error : float
+        Fractional error of the PSF model per pixel (DAOPHOT's profile error): adds
+        ``(psf_error * model)**2`` to each pixel's variance, so that bright stars' uncertainties include
+        the model's imperfection.
     aperture_diameters : tuple of float
         Aperture diameters of the aperture catalog, in pixels (ZTF: 2, 3, 4, 6, 10, 14).
     zp_clip_sigma : float
@@ -350,6 +360,10 @@ class PhotomParams(ParamSet):
     psf_oversampling: int = _param(3, "PSF model oversampling", min=1, max=8)
     psf_degree: int = _param(2, "PSF spatial polynomial degree", min=0, max=4)
     psf_max_stars: int = _param(300, "maximum PSF stars", min=5)
+    fit_radius: float = _param(3.0, "PSF-fit radius", unit="pix", min=1.0)
+    group_radius: float = _param(4.0, "PSF-fit grouping radius", unit="pix", min=0.0)
+    max_group: int = _param(25, "largest jointly fitted group", min=1)
+    psf_error: float = _param(0.03, "fractional PSF model error per pixel", min=0.0, max=1.0)
     aperture_diameters: tuple[float, ...] = _param((2.0, 3.0, 4.0, 6.0, 10.0, 14.0), "aperture diameters",
                                                    unit="pix", min=0.5)
     zp_clip_sigma: float = _param(3.0, "zero-point outlier rejection", unit="sigma", min=1.0)

@@ -23,7 +23,8 @@ from astropy.table import Table
 from ..catalogs import query_for_wcs
 from ..config import Config
 from ..errors import ZTFSDSError
-from ..products import InfoBits, ProductKey, ProductStatus, ProductStore, read_header, read_image
+from ..products import (InfoBits, ProductKey, ProductStatus, ProductStore, read_header, read_image,
+                        table_hdulist)
 from .extraction import SourceFlags, extract
 from .solve import prior_wcs, solve_wcs
 
@@ -114,12 +115,8 @@ def run_astrom(key, store: ProductStore, config: Config | None = None) -> Produc
         sources["ra"] = world.ra.deg
         sources["dec"] = world.dec.deg
     cat_header = read_header(store.path(key))
-    table_hdu = fits.table_to_hdu(Table(sources, meta={}))
-    table_hdu.name = "SOURCES"
-    primary = fits.PrimaryHDU(header=fits.Header([c for c in cat_header.cards
-                                                  if c.keyword not in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1",
-                                                                       "NAXIS2", "EXTEND", "BUNIT")]))
-    outputs = [store.path(key), store.write_fits(key.with_suffix("sexcat"), fits.HDUList([primary, table_hdu]))]
+    outputs = [store.path(key), store.write_fits(key.with_suffix("sexcat"),
+                                                        table_hdulist(cat_header, sources, "SOURCES"))]
     message = result.message or (f"{result.nmatches} matches, rms {result.rms_arcsec * 1000:.0f} mas"
                                  if result.ok else "astrometric solution failed")
     if not result.ok:

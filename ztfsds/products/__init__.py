@@ -12,7 +12,7 @@
 """
 
 from .bits import InfoBits, MaskBits, bits_legend_cards
-from .fitsio import atomic_write, read_header, read_image, write_fits
+from .fitsio import atomic_write, read_header, read_image, table_hdulist, write_fits
 from .ids import (
     PIPELINE_ID,
     candid,
@@ -37,6 +37,7 @@ from .status import ProductStatus
 from .store import ProductStore
 
 __all__ = [
+    "table_hdulist",
     "ProductKey",
     "IMGTYPES",
     "ProductStore",

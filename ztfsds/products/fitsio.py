@@ -29,7 +29,7 @@ from ..errors import (
     TruncatedFileError,
 )
 
-__all__ = ["atomic_write", "write_fits", "read_image", "read_header", "open_fits", "TEMP_MARKER"]
+__all__ = ["atomic_write", "write_fits", "read_image", "read_header", "open_fits", "table_hdulist", "TEMP_MARKER"]
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +245,27 @@ def read_image(path: str | os.PathLike, hdu: int | str = 0, *, shape: tuple[int,
         if bad:
             raise NonFiniteError(path, f"HDU {hdu!r} has {bad} NaN/inf pixels")
     return data, header
+
+
+#: Cards of an image header that do not belong in the primary header of a table product.
+_STRUCTURAL = ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "BUNIT", "BSCALE", "BZERO")
+
+
+def table_hdulist(header: fits.Header, table, extname: str) -> fits.HDUList:
+    """A catalog product: an empty primary HDU carrying ``header`` (the image's cards, without the
+    image-structure ones) and ``table`` as a binary-table extension named ``extname``.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> h = fits.Header({"NAXIS": 2, "NAXIS1": 10, "NAXIS2": 10, "MAGZP": 26.3})
+    >>> hdul = table_hdulist(h, Table({"flux": [1.0, 2.0]}), "PSFCAT")
+    >>> hdul[0].header["MAGZP"], hdul[1].name, len(hdul[1].data)
+    (26.3, 'PSFCAT', 2)
+    """
+    from astropy.table import Table
+
+    primary = fits.PrimaryHDU(header=fits.Header([c for c in header.cards if c.keyword not in _STRUCTURAL]))
+    hdu = fits.table_to_hdu(Table(table, meta={}))
+    hdu.name = extname
+    return fits.HDUList([primary, hdu])

@@ -270,6 +270,9 @@ def simulate_exposure_ccd(exposure, ccdid: int, sky: Table, camera, *, rng, cosm
         header["MAGZP"] = (exposure.zp + 2.5 * np.log10(_camera.NOMINAL_GAIN.value / channel.gain),
                            "true ZP of this channel [mag, DN]")
         header["EXPZP"] = (exposure.zp, "exposure ZP at nominal gain [mag, DN]")
+        k, blue, red = _sky.COLOUR_TERMS[exposure.filtercode]
+        header["CLRCOEFF"] = (k, "true colour term vs PS1 (m_PS1 - m = ZP + k c)")
+        header["PCOLOR"] = (f"{blue} - {red}", "colour of the colour term")
         header["GAIN"] = (channel.gain, "true gain [e-/DN]")
         header["READNOI"] = (channel.read_noise, "true read noise [e-]")
         header["SEEING"] = (float(np.asarray(centre_psf.fwhm).ravel()[0]), "true PSF FWHM at centre [px]")

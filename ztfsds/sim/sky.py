@@ -73,6 +73,7 @@ __all__ = [
     "make_sky",
     "positions_at",
     "mags_at",
+    "COLOUR_TERMS",
     "asteroid_track",
     "gaia_like",
     "ps1_like",
@@ -121,6 +122,12 @@ _NUCLEAR_DENSITY = 1.5
 _SN_HOST_LIMIT = 22.0
 _NUCLEAR_HOST_LIMIT = 21.0
 _DECLINE_BAND = {"g": 0.75, "r": 1.0, "i": 1.15}
+
+#: Colour terms of the ZTF passbands against the PS1-like g, r, i of the sky table: a source's ZTF
+#: magnitude is ``m_PS1 - k * colour`` (colour ``g - r`` for zg and zr, ``r - i`` for zi), so that
+#: IPAC's calibration ``m_PS1 - m_inst = MAGZP + CLRCOEFF * colour`` recovers ``CLRCOEFF = k``
+#: (real quadrants: CLRCOEFF ~ +0.08 to +0.12 in zr, ~ -0.06 in zg).
+COLOUR_TERMS = {"zg": (-0.06, "g", "r"), "zr": (0.09, "g", "r"), "zi": (-0.03, "r", "i")}
 # Asteroids
 _MBA_PEAK_DENSITY = 15.0
 _MBA_FLOOR_DENSITY = 1.0
@@ -736,7 +743,10 @@ def _transient_mag(peak, t_peak, rise, decline, t):
 
 
 def mags_at(sky, filtercode, jd):
-    """True AB magnitudes of the sources in one filter at an epoch.
+    """True magnitudes of the sources in one ZTF filter at an epoch.
+
+    The sky table's g, r, i are PS1-like AB magnitudes; the ZTF passband sees ``m_PS1 - k * colour``
+    (`COLOUR_TERMS`; the colour from the table's static g, r, i).
 
     Parameters
     ----------
@@ -750,15 +760,17 @@ def mags_at(sky, filtercode, jd):
     Returns
     -------
     `numpy.ndarray`
-        Magnitudes [AB mag]; NaN for a transient before its explosion or fainter than 30.
+        Magnitudes [mag, ZTF system]; NaN for a transient before its explosion or fainter than 30.
 
     Raises
     ------
     ztfsds.errors.ConfigError
         For an unknown filter or a ``jd`` of the wrong shape.
     """
-    band = get_filter(filtercode).code[1:]
-    mag = _values(sky, band, u.mag).copy()
+    code = get_filter(filtercode).code
+    band = code[1:]
+    k, blue, red = COLOUR_TERMS[code]
+    mag = _values(sky, band, u.mag) - k * (_values(sky, blue, u.mag) - _values(sky, red, u.mag))
     t = _broadcast_jd(jd, len(mag))
     kinds = _kinds(sky)
     var = kinds == "variable"
