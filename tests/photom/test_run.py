@@ -113,6 +113,7 @@ def test_every_quadrant_photometered(night):
     _, store, keys, statuses, _ = night
     for key, status in zip(keys, statuses):
         assert status.ok, str(status)
+        assert status.key == key.filename and status.stage == "photom"
         assert status.infobits & PHOTOM_INFOBITS == 0, str(status)
         hdr = read_header(store.path(key))
         for card in ("MAGZP", "MAGZPUNC", "MAGZPRMS", "CLRCOEFF", "CLRCOUNC", "ZPCLRCOV", "PCOLOR", "NMATCHES",
@@ -145,6 +146,28 @@ def test_zero_point_and_colour_term_against_truth(night):
     # the PSF model's normalisation errs by up to ~1 % on some quadrant-images (see the issue notes)
     assert abs(np.mean(dzp)) < 0.01 and np.max(np.abs(dzp)) < 0.02
     assert np.max(np.abs(dk)) < 0.03
+
+
+def test_calibrated_magnitudes_against_truth(night):
+    """What users read: the psfcat's calibrated magnitudes (MAGZP - 2.5 log10 flux) of isolated stars
+    against their true magnitudes in the ZTF system, per quadrant-image (the zero point absorbs the PSF
+    model's own normalisation). ``mag = m_PS1 - CLRCOEFF c`` and the truth is ``m_PS1 - k c``: they
+    agree to ``(k - CLRCOEFF) c``, a few mmag."""
+    _, store, keys, _, _ = night
+    offsets = []
+    for key in keys:
+        truth, _, tmask = _truth(store, key)
+        psfcat = Table.read(store.path(key.with_suffix("psfcat")), hdu="PSFCAT")
+        idx = _isolated_bright(truth, tmask, tmask.shape, mag_range=(14.0, 19.0), radius=6.0)
+        j = _match(psfcat, np.asarray(truth["x"])[idx], np.asarray(truth["y"])[idx])
+        ok = (j >= 0)
+        idx, j = idx[ok], j[ok]
+        good = np.asarray(psfcat["flags"])[j] == 0
+        idx, j = idx[good], j[good]
+        d = np.asarray(psfcat["mag"])[j] - np.asarray(truth["mag"])[idx]
+        offsets.append(float(np.median(d)))
+    print(f"\ncalibrated - true magnitude (median per quadrant-image): {np.round(offsets, 4).tolist()}")
+    assert np.max(np.abs(offsets)) < 0.01
 
 
 def test_psf_fluxes_against_truth(night):

@@ -23,8 +23,8 @@ from astropy.table import Table
 from ..catalogs import query_for_wcs
 from ..config import Config
 from ..errors import ZTFSDSError
-from ..products import (InfoBits, ProductKey, ProductStatus, ProductStore, read_header, read_image,
-                        table_hdulist)
+from ..products import InfoBits, ProductStatus, ProductStore, read_header, table_hdulist
+from ..products.quadrant import read_quadrant, update_quadrant_headers
 from .extraction import SourceFlags, extract
 from .solve import prior_wcs, solve_wcs
 
@@ -40,20 +40,6 @@ ASTROM_INFOBITS = sum(1 << b for b in (12, 13, 14, 15, 16, 17, 18, 19, 21))
 
 #: Margin of the reference query around the prior footprint [arcsec], beyond the prior's search radius.
 _QUERY_MARGIN = 60.0
-
-
-def _sci_key(key) -> ProductKey:
-    key = key if isinstance(key, ProductKey) else ProductKey.parse(str(key).rsplit("/", 1)[-1])
-    if key.kind != "sci":
-        raise ZTFSDSError(f"{key.filename}: not a science-quadrant product")
-    return key.with_suffix("sciimg", ".fits")
-
-
-def _rewrite_header(store: ProductStore, key: ProductKey, update) -> None:
-    """Rewrite a product with its header changed by ``update(header)`` (atomically)."""
-    data, header = read_image(store.path(key))
-    update(header)
-    store.write_fits(key, fits.PrimaryHDU(data, header))
 
 
 def run_astrom(key, store: ProductStore, config: Config | None = None) -> ProductStatus:
@@ -78,11 +64,8 @@ def run_astrom(key, store: ProductStore, config: Config | None = None) -> Produc
     params = config.astrom
     start = time.perf_counter()
     try:
-        key = _sci_key(key)
-        sci, header = read_image(store.path(key))
-        msk, _ = read_image(store.path(key.with_suffix("mskimg")))
-        var_path = store.path(key.with_suffix("varimg"))
-        var = read_image(var_path)[0] if var_path.exists() else None
+        quad = read_quadrant(store, key)
+        key, sci, header, msk, var = quad.key, quad.sciimg, quad.header, quad.mskimg, quad.varimg
         sources = extract(sci, msk, var, params=params, gain=header.get("GAIN"),
                           saturate=header.get("SATURATE"), filename=key.filename)
         prior = prior_wcs(header)
@@ -106,9 +89,7 @@ def run_astrom(key, store: ProductStore, config: Config | None = None) -> Produc
         result.update_header(h)
         config.to_header(h, stages=("astrom",))
 
-    for suffix in ("sciimg", "mskimg", "varimg"):
-        if store.path(key.with_suffix(suffix)).exists():
-            _rewrite_header(store, key.with_suffix(suffix), update)
+    update_quadrant_headers(store, key, update)
 
     if result.ok:
         world = result.wcs.pixel_to_world(np.asarray(sources["x"]), np.asarray(sources["y"]))

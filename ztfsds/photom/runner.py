@@ -35,8 +35,8 @@ from ..astrom.extraction import background
 from ..catalogs import query_for_wcs
 from ..config import Config
 from ..errors import PhotometryError, ZTFSDSError
-from ..products import (InfoBits, MaskBits, ProductKey, ProductStatus, ProductStore, read_header, read_image,
-                        table_hdulist)
+from ..products import InfoBits, MaskBits, ProductStatus, ProductStore, read_header, table_hdulist
+from ..products.quadrant import read_quadrant, update_quadrant_headers
 from .aperture import aperture_corrections, aperture_photometry, apcor_header_cards
 from .photcal import PhotCalResult, empirical_limiting_magnitude, limiting_magnitude, photometric_calibration
 from .psf import build_psf
@@ -56,13 +56,6 @@ MIN_PSF_SOURCES = 10
 MIN_SEX_SOURCES = 20
 
 _LN10 = math.log(10.0)
-
-
-def _sci_key(key) -> ProductKey:
-    key = key if isinstance(key, ProductKey) else ProductKey.parse(str(key).rsplit("/", 1)[-1])
-    if key.kind != "sci":
-        raise ZTFSDSError(f"{key.filename}: not a science-quadrant product")
-    return key.with_suffix("sciimg", ".fits")
 
 
 def _mags(flux, flux_err, magzp):
@@ -129,11 +122,8 @@ def run_photom(key, store: ProductStore, config: Config | None = None) -> Produc
     params = config.photom
     start = time.perf_counter()
     try:
-        key = _sci_key(key)
-        sci, header = read_image(store.path(key))
-        msk, _ = read_image(store.path(key.with_suffix("mskimg")))
-        var_path = store.path(key.with_suffix("varimg"))
-        var = read_image(var_path)[0] if var_path.exists() else None
+        quad = read_quadrant(store, key)
+        key, sci, header, msk, var = quad.key, quad.sciimg, quad.header, quad.mskimg, quad.varimg
         sexcat_path = store.path(key.with_suffix("sexcat"))
         if not sexcat_path.exists():
             raise ZTFSDSError(f"{key.filename}: no sexcat (run the astrometry stage first)")
@@ -254,11 +244,7 @@ def run_photom(key, store: ProductStore, config: Config | None = None) -> Produc
             h["PSFNSTAR"] = (int(psf.nstar), "number of stars in the PSF model")
         config.to_header(h, stages=("photom",))
 
-    for suffix in ("sciimg", "mskimg", "varimg"):
-        if store.path(key.with_suffix(suffix)).exists():
-            data, h = read_image(store.path(key.with_suffix(suffix)))
-            update(h)
-            store.write_fits(key.with_suffix(suffix), fits.PrimaryHDU(data, h))
+    update_quadrant_headers(store, key, update)
     cat_header = read_header(store.path(key))
     outputs = [store.path(key)]
     if psf is not None:
@@ -272,9 +258,9 @@ def run_photom(key, store: ProductStore, config: Config | None = None) -> Produc
         outputs.append(store.write_fits(key.with_suffix("psfcat"), table_hdulist(cat_header, psfcat, "PSFCAT")))
     # the sexcat: the extraction's table plus the apertures and calibrated magnitudes
     sexcat = Table(sources, copy=True)
-    for name in ("flux_aper", "fluxerr_aper"):
-        sexcat[name] = np.asarray(ap[name], dtype=np.float64)
-        sexcat[name].unit = u.adu
+    for col in ("flux_aper", "fluxerr_aper"):
+        sexcat[col] = np.asarray(ap[col], dtype=np.float64)
+        sexcat[col].unit = u.adu
     mag_aper, magerr_aper = _mags(sexcat["flux_aper"], sexcat["fluxerr_aper"], magzp)
     sexcat["mag_aper"], sexcat["magerr_aper"] = mag_aper, magerr_aper
     sexcat["mag_aper"].unit = sexcat["magerr_aper"].unit = u.mag
