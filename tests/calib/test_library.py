@@ -227,8 +227,11 @@ def test_lookup_by_night(library, tmp_path):
     store, paths, _ = library
     later = load_calibration(store, "2020-10-01", CCD, "zr")  # the newest products before
     assert later.night == NIGHT and later.quadrants[1].provenance["CIDBIAS"].startswith("ztf_20200924_")
+    # a night before the first calibration night (reprocessing history) takes the earliest after it
+    earlier = load_calibration(store, "20200923", CCD, "zr")
+    assert earlier.night == NIGHT
     with pytest.raises(ProductNotFoundError, match="bias"):
-        load_calibration(store, "20200923", CCD, "zr")
+        load_calibration(ProductStore(tmp_path / "empty"), "20200923", CCD, "zr")
     with pytest.raises(ProductNotFoundError, match="hifreqflat.*zg"):
         load_calibration(store, NIGHT, CCD, "zg")
     # an older night's copy is used only for nights before the newer one

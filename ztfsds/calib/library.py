@@ -1265,13 +1265,17 @@ def _build_flats(store, night, ccdid, fc, paths, bset: _BiasSet, hot, nonlin, pa
 
 
 def _newest_complete(store: ProductStore, night: str, ccdid: int, filtercode: str, suffix: str,
-                     accept=None) -> list[ProductKey] | None:
-    """The four quadrant keys of the newest night <= ``night`` that has all four (and passes ``accept``)."""
+                     accept=None, later: bool = False) -> list[ProductKey] | None:
+    """The four quadrant keys of the newest night <= ``night`` that has all four (and passes ``accept``);
+    with ``later``, failing that, of the earliest night after it."""
     by_night: dict = {}
     for key in store.keys("cal", suffix=suffix):
-        if key.ccdid == ccdid and key.filtercode == filtercode and key.night <= night:
+        if key.ccdid == ccdid and key.filtercode == filtercode:
             by_night.setdefault(key.night, {})[key.qid] = key
-    for n in sorted(by_night, reverse=True):
+    order = sorted((n for n in by_night if n <= night), reverse=True)
+    if later:
+        order += sorted(n for n in by_night if n > night)
+    for n in order:
         quads = by_night[n]
         if set(quads) == set(QIDS):
             keys = [quads[q] for q in QIDS]
@@ -1298,9 +1302,10 @@ def load_calibration(store: ProductStore, night, ccdid: int, filtercode: str) ->
     """The calibration of a CCD for a filter and night, from the newest products valid then.
 
     For each product family (bias, hifreqflat and bpm of the filter) the newest night on or before
-    ``night`` with products for all four quadrants is used; the crosstalk comes from the newest
-    bias products whose XTALKOK says every coefficient was measured (else from the newest, with a
-    warning).
+    ``night`` with products for all four quadrants is used -- or, when there is none (reprocessing
+    exposures older than the first calibration night), the earliest night after it, with a log
+    message; the crosstalk comes from the newest bias products whose XTALKOK says every coefficient
+    was measured (else from the newest, with a warning).
 
     Parameters
     ----------
@@ -1322,8 +1327,8 @@ def load_calibration(store: ProductStore, night, ccdid: int, filtercode: str) ->
     Raises
     ------
     ztfsds.errors.ProductNotFoundError
-        No bias, flat or bad-pixel-mask products of the CCD (and filter) on or before the night; the
-        message names what is missing.
+        No bias, flat or bad-pixel-mask products of the CCD (and filter) at all; the message names what
+        is missing.
     ztfsds.errors.InputError
         A product is unreadable or lacks a header card it needs.
     """
@@ -1331,18 +1336,21 @@ def load_calibration(store: ProductStore, night, ccdid: int, filtercode: str) ->
     ccdid = int(ccdid)
     found = {}
     for suffix, fc in (("bias", "OO"), ("hifreqflat", filtercode), ("bpm", filtercode)):
-        keys = _newest_complete(store, night, ccdid, fc, suffix)
+        keys = _newest_complete(store, night, ccdid, fc, suffix, later=True)
         if keys is None:
             raise ProductNotFoundError(
-                f"no {suffix} products ({fc}, c{ccdid:02d}, all four quadrants) on or before night {night} "
+                f"no {suffix} products ({fc}, c{ccdid:02d}, all four quadrants) for night {night} "
                 f"under {store.root / 'cal'}: run build_library for a night with "
                 f"{'bias' if suffix == 'bias' else fc + ' dome-flat'} exposures")
+        if keys[0].night > night:
+            log.info("c%02d night %s: no %s products before the night; using those of %s", ccdid, night,
+                     suffix, keys[0].night)
         found[suffix] = keys
 
     def xtalk_ok(keys):
         return all(bool(store.read_header(k).get("XTALKOK", False)) for k in keys)
 
-    xkeys = _newest_complete(store, night, ccdid, "OO", "bias", accept=xtalk_ok)
+    xkeys = _newest_complete(store, night, ccdid, "OO", "bias", accept=xtalk_ok, later=True)
     if xkeys is None:
         xkeys = found["bias"]
         log.warning("c%02d night %s: no bias product with a complete crosstalk measurement; using the "

@@ -36,7 +36,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from ..errors import InputError, ZTFSDSError
-from ..products import ProductKey, ProductStore, read_header, read_image
+from ..products import ProductKey, ProductStore, fcqfid, read_header, read_image
 from .psf import PSFModel
 
 __all__ = ["ZFPS_COLUMNS", "ProcStatus", "SURVEY_START_JD", "forced_photometry_service",
@@ -505,9 +505,10 @@ def usable(table) -> np.ndarray:
 
 
 def _fcqfid(table) -> np.ndarray:
-    fid = np.array([{"ZTF_g": 1, "ZTF_r": 2, "ZTF_i": 3}.get(str(f).strip(), 0) for f in table["filter"]])
-    return (np.asarray(table["field"], dtype=np.int64) * 10000 + np.asarray(table["ccdid"], dtype=np.int64) * 100
-            + np.asarray(table["qid"], dtype=np.int64) * 10 + fid)
+    """`ztfsds.products.fcqfid` of every row (filter ZTF_g/r/i -> fid 1/2/3)."""
+    fid = [{"ZTF_g": 1, "ZTF_r": 2, "ZTF_i": 3}.get(str(f).strip(), 0) for f in table["filter"]]
+    return np.array([fcqfid(f, c, q, i) for f, c, q, i in zip(table["field"], table["ccdid"], table["qid"], fid)],
+                    dtype=np.int64)
 
 
 def forced_photometry_text(table: Table, *, ra=None, dec=None, jd_start=None, jd_end=None) -> str:
