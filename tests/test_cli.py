@@ -11,8 +11,7 @@ from ztfsds.cli import EXIT_INPUT_ERROR, EXIT_NOT_IMPLEMENTED, main
 COMMANDS = ["simulate-night", "run-night", "calib", "process", "refimg", "subtract", "forced-phot", "photom",
             "lightcurve", "alerts", "archive", "report", "bench", "config", "catalogs"]
 
-NOT_BUILT = [["run-night"], ["process"],
-             ["refimg", "build"], ["refimg", "synopsis"], ["subtract"], ["lightcurve"],
+NOT_BUILT = [["run-night"], ["process"], ["lightcurve"],
              ["alerts", "search"], ["archive", "init"], ["archive", "images"], ["report"]]
 
 

@@ -79,12 +79,6 @@ _PENDING = [
      "./ztfsds-data).", "the night runner", "operations"),
     ("", "process", "Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures.",
      "the per-quadrant pipeline", "operations"),
-    ("refimg", "build", "Build reference images from the best 15-40 epochs of a field/CCD/quadrant/filter.",
-     "reference images", "reference/subtraction"),
-    ("refimg", "synopsis", "Coverage and quality statistics of the references over all fields.",
-     "reference images", "reference/subtraction"),
-    ("", "subtract", "ZOGY difference imaging and candidate detection for science quadrants.",
-     "image subtraction", "reference/subtraction"),
     ("", "lightcurve", "Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...).",
      "lightcurves", "archive"),
     ("alerts", "search", "Search alerts by objectId, cone, time, magnitude and real-bogus score.",
@@ -302,6 +296,78 @@ def forced_phot_cmd(
                                     dec=float(decs[k]), jd_start=jd_start, jd_end=jd_end)
         typer.echo(f"{len(table)} epochs for {len(ras)} position(s) in {out}")
     if not len(table):
+        raise typer.Exit(1)
+
+
+@refimg_app.command("build")
+def refimg_build(
+    ctx: typer.Context,
+    field: int = typer.Option(..., "--field", help="ZTF field id."),
+    ccd: int = typer.Option(..., "--ccd", help="CCD id (1-16)."),
+    qid: Optional[str] = typer.Option(None, "--qid", help="Comma-separated quadrants (default: 1,2,3,4)."),
+    filtercode: str = typer.Option("zr", "--filter", help="zg, zr or zi."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+):
+    """Build reference images from the best epochs of a field/CCD/quadrant/filter."""
+    from .products import ProductStore
+    from .refimg import build_reference
+
+    failed = 0
+    for q in (_int_list(qid, "--qid") if qid else [1, 2, 3, 4]):
+        status = build_reference(ProductStore(data), field, ccd, q, filtercode, ctx.obj.config)
+        typer.echo(str(status))
+        failed += not status.ok
+    if failed:
+        raise typer.Exit(1)
+
+
+@refimg_app.command("synopsis")
+def refimg_synopsis(
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the table here (.csv, .ecsv, .html, ...)."),
+):
+    """Coverage and quality of every reference image of the data root (the weekly review)."""
+    from .products import ProductStore
+    from .refimg import reference_synopsis
+
+    table = reference_synopsis(ProductStore(data))
+    if out is not None:
+        table.write(out, overwrite=True)
+        typer.echo(f"{len(table)} references -> {out}")
+    else:
+        typer.echo("\n".join(table.pformat(max_lines=-1, max_width=-1)))
+
+
+@app.command("subtract")
+def subtract_cmd(
+    ctx: typer.Context,
+    sciimg: List[str] = typer.Argument(..., help="Science quadrants (sciimg names or paths under --data), or "
+                                       "SCIIMG REFIMG file paths with --pair."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    pair: bool = typer.Option(False, "--pair", help="Subtract REFIMG from SCIIMG (any calibrated FITS images "
+                              "with WCS, MAGZP and a PSF: ztfsds products or IRSA ones); write to --out."),
+    out: Optional[Path] = typer.Option(None, "--out", help="With --pair: output folder."),
+):
+    """ZOGY difference images and candidates for science quadrants (or for a SCIIMG REFIMG pair)."""
+    from .products import ProductStore
+    from .subtract import run_subtract
+
+    if pair:
+        from .subtract.pair import subtract_pair
+
+        if len(sciimg) != 2:
+            raise typer.BadParameter("--pair takes exactly two files: SCIIMG REFIMG")
+        paths = subtract_pair(Path(sciimg[0]), Path(sciimg[1]), out or Path("."), config=ctx.obj.config)
+        for p in paths:
+            typer.echo(str(p))
+        return
+    store = ProductStore(data)
+    failed = 0
+    for name in sciimg:
+        status = run_subtract(Path(name).name, store, ctx.obj.config)
+        typer.echo(str(status))
+        failed += not status.ok
+    if failed:
         raise typer.Exit(1)
 
 

@@ -724,28 +724,32 @@ def _neighbour_mask(sources, idx, ix, iy, h: int) -> np.ndarray:
 
 def _round_wings(grid: np.ndarray, oversample: int, radius: float, width: float = 0.5) -> np.ndarray:
     """The grid with its wings beyond ``radius`` [px] replaced by their azimuthal average in rings of
-    ``width`` [px].
+    ``width`` [px], separately on each of the ``oversample**2`` sub-lattices.
 
     Far from the core each node is constrained by few, faint pixels: left free, the wings' noise
-    carries a percent or two of the model's flux (hence of every PSF-fit flux), where a real star's
-    wings beyond 3 FWHM hold a few tenths of a percent. Averaging over rings (a hundred nodes and
-    more) leaves their mean profile and takes out their noise.
+    carries a percent or two of the model's flux, where a real star's wings beyond 3 FWHM hold a few
+    tenths of a percent. Averaging over rings leaves their mean profile and takes out their noise. A
+    star's pixels sample one sub-lattice (its sub-pixel phase), so the averages are taken within each
+    sub-lattice: every phase keeps its own sum, and the model's flux does not change with the phase.
     """
     m = grid.shape[0]
     c = m // 2
-    g = (np.arange(m) - c) / oversample
+    idx = np.arange(m) - c
+    g = idx / oversample
     r = np.hypot(g[:, None], g[None, :])
+    cls = (idx[:, None] % oversample) * oversample + (idx[None, :] % oversample)
     out = grid.copy()
     outer = r > radius
     ring = np.floor((r - radius) / width).astype(int)
-    ring[~outer] = -1
-    n = ring.max() + 1
-    if n <= 0:
+    nring = int(ring[outer].max()) + 1 if outer.any() else 0
+    if nring <= 0:
         return out
-    sums = np.bincount(ring[outer], weights=grid[outer], minlength=n)
-    counts = np.bincount(ring[outer], minlength=n)
-    mean = sums / np.maximum(counts, 1)
-    out[outer] = mean[ring[outer]]
+    key = np.where(outer, cls * nring + ring, -1)
+    sel = key >= 0
+    n = oversample * oversample * nring
+    sums = np.bincount(key[sel], weights=grid[sel], minlength=n)
+    counts = np.bincount(key[sel], minlength=n)
+    out[sel] = (sums / np.maximum(counts, 1))[key[sel]]
     return out
 
 
