@@ -96,6 +96,7 @@ def test_subtraction_products(subtracted):
         assert store.exists(key.with_suffix(suffix)), suffix
     h = read_header(store.path(key.with_suffix("scimrefdiffimg")))
     assert h["RFID"] == 655120250 and h["NFRAMREF"] >= 8 and 18 < h["DIFFMLIM"] < 23
+    assert h["DRBVERSN"] == "d6_m7" and h["RBVERSN"]
     with fits.open(store.path(key.with_suffix("candidates"))) as hdul:
         assert hdul["CUTOUTS"].data.shape[1:] == (3, 63, 63)
         assert hdul["CUTOUTS"].data.shape[0] == len(hdul["CANDIDATES"].data)
@@ -125,6 +126,14 @@ def test_injected_sources_recovered(subtracted):
           f"S/N 5-8: {found[mid].sum()} of {mid.sum()}")
     assert bright.sum() >= 30
     assert found[bright].mean() >= 0.95
+    # real-bogus on the recovered injections and on everything else
+    near = np.array([np.min(np.hypot(fakes["x"] - c["xpos"], fakes["y"] - c["ypos"])) < 1.5 for c in cands])
+    rb, drb = np.asarray(cands["rb"]), np.asarray(cands["drb"])
+    print(f"rb of recovered injections: median {np.median(rb[near]):.3f}, {np.mean(rb[near] >= 0.5):.3f} >= 0.5; "
+          f"other candidates: {len(cands) - near.sum()}, {int(np.sum(rb[~near] >= 0.5))} with rb >= 0.5; "
+          f"drb medians {np.median(drb[near]):.3f} / {np.median(drb[~near]) if (~near).any() else float('nan'):.3f}")
+    assert np.all((rb >= 0) & (rb <= 1)) and np.all((drb >= 0) & (drb <= 1))
+    assert np.mean(rb[near & (np.asarray(cands["scorr"]) >= 8)] >= 0.5) >= 0.95
     assert abs(np.nanmedian(ratio[snr > 20]) - 1.0) < 0.01
 
 

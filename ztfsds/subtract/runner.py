@@ -13,7 +13,8 @@ subtracted and a residual constant offset between the two (the median of ``new -
 removed; ZOGY (`ztfsds.subtract.zogy`) gives D, P_D, S and Scorr with the astrometric-noise term;
 `~ztfsds.subtract.candidates.find_candidates` finds and measures the extrema of Scorr; streaks on D
 (`~ztfsds.subtract.streaks.detect_streaks`) set mask bit 0 (SATELLITE_TRACK) and flag the candidates
-lying on them (``onstreak``).
+lying on them (``onstreak``); each candidate gets ``rb`` (`~ztfsds.subtract.realbogus.rb_score`) and
+``drb`` (`~ztfsds.subtract.braai.braai_score`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from ..config import Config, SubtractParams
 from ..errors import ZTFSDSError
 from ..products import MaskBits, ProductStatus, ProductStore, read_image, table_hdulist
 from ..products.quadrant import read_quadrant
+from .braai import DRBVERSION
 from .candidates import find_candidates
+from .realbogus import RB_VERSION
 
 __all__ = ["subtract_images", "Subtraction", "run_subtract", "difference_psf"]
 
@@ -278,6 +281,16 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
                                     refcat=refcat)
     cands["onstreak"] = on_streak(np.asarray(cands["xpos"]), np.asarray(cands["ypos"]), streaks) if len(cands) \
         else np.zeros(0, bool)
+    # real-bogus: ours (trained on simulated injections and artefacts) and the published braai CNN
+    from .braai import braai_score
+    from .realbogus import rb_score
+
+    if len(cands):
+        cands["rb"] = rb_score(cands, stamps)
+        cands["drb"] = np.atleast_1d(braai_score(stamps[:, 0], stamps[:, 1], stamps[:, 2])).astype(np.float32)
+    else:
+        cands["rb"] = np.zeros(0, np.float32)
+        cands["drb"] = np.zeros(0, np.float32)
     return Subtraction(diff=np.asarray(z.D, np.float32), psf=pd_model, scorr=np.asarray(z.Scorr, np.float32),
                        variance=var_d, mask=mask, ref=ref_img, sci=new, sigma=sigma_d, maglim=maglim,
                        candidates=cands, cutouts=stamps, flux_ratio=fratio, streaks=streaks)
@@ -338,6 +351,7 @@ def run_subtract(key, store: ProductStore, config: Config | None = None) -> Prod
                  ("DIFSIGMA", float(sub.sigma), "background noise of D [DN]"),
                  ("NCANDS", len(sub.candidates), "candidates with |Scorr| >= threshold"),
                  ("NSTREAKS", 0 if sub.streaks is None else len(sub.streaks), "streaks found on D"),
+                 ("RBVERSN", RB_VERSION, "real-bogus model (rb)"), ("DRBVERSN", DRBVERSION, "deep real-bogus model (drb)"),
                  ("FLUXRAT", round(sub.flux_ratio, 5) if math.isfinite(sub.flux_ratio) else -999.0,
                   "new/ref flux scale measured on stars")):
         h[card[0]] = (card[1], card[2])
