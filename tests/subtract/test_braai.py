@@ -189,10 +189,17 @@ def test_missing_or_wrong_weights_file(tmp_path):
         braai._load_model(bad)
 
 
-def test_weights_are_packaged_and_loaded_once():
+def test_weights_are_packaged_and_loaded_once(tmp_path):
     code = ("import ztfsds.subtract.braai as b; assert b._model.cache_info().currsize == 0; "
             "import numpy as np; b.braai_score(*np.ones((3, 63, 63))); assert b._model.cache_info().currsize == 1")
-    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
+    # a fresh interpreter importing the same ztfsds as this one (the installed package in CI, not the
+    # source tree in the working directory, which has no compiled extensions there)
+    import os
+
+    import ztfsds
+
+    env = dict(os.environ, PYTHONPATH=str(Path(ztfsds.__file__).resolve().parents[1]))
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, cwd=tmp_path, env=env)
     braai._model.cache_clear()
     w = braai._model()
     assert braai._model() is w and braai._model.cache_info().hits >= 1
