@@ -178,6 +178,17 @@ def _night_text(night: str) -> str:
     return text
 
 
+def _report(statuses) -> None:
+    """Print each stage status; exit with status 1 (after saying how many) when any failed."""
+    failed = 0
+    for status in statuses:
+        typer.echo(str(status))
+        failed += not status.ok
+    if failed:
+        typer.echo(f"{failed} quadrant(s) failed", err=True)
+        raise typer.Exit(1)
+
+
 @calib_app.command("build")
 def calib_build(
     ctx: typer.Context,
@@ -205,14 +216,7 @@ def calib_apply(
     from .products import ProductStore
 
     store = ProductStore(data)
-    failed = 0
-    for path in raw:
-        for status in run_calib(path, store, ctx.obj.config):
-            typer.echo(str(status))
-            failed += not status.ok
-    if failed:
-        typer.echo(f"{failed} quadrant(s) failed", err=True)
-        raise typer.Exit(1)
+    _report(status for path in raw for status in run_calib(path, store, ctx.obj.config))
 
 
 @app.command("photom")
@@ -227,14 +231,7 @@ def photom_cmd(
     from .products import ProductStore
 
     store = ProductStore(data)
-    failed = 0
-    for name in sciimg:
-        status = run_photom(Path(name).name, store, ctx.obj.config)
-        typer.echo(str(status))
-        failed += not status.ok
-    if failed:
-        typer.echo(f"{failed} quadrant(s) failed", err=True)
-        raise typer.Exit(1)
+    _report(run_photom(Path(name).name, store, ctx.obj.config) for name in sciimg)
 
 
 def _positions(ra, dec, positions: Optional[Path]):
@@ -312,13 +309,9 @@ def refimg_build(
     from .products import ProductStore
     from .refimg import build_reference
 
-    failed = 0
-    for q in (_int_list(qid, "--qid") if qid else [1, 2, 3, 4]):
-        status = build_reference(ProductStore(data), field, ccd, q, filtercode, ctx.obj.config)
-        typer.echo(str(status))
-        failed += not status.ok
-    if failed:
-        raise typer.Exit(1)
+    store = ProductStore(data)
+    _report(build_reference(store, field, ccd, q, filtercode, ctx.obj.config)
+            for q in (_int_list(qid, "--qid") if qid else [1, 2, 3, 4]))
 
 
 @refimg_app.command("synopsis")
@@ -362,13 +355,7 @@ def subtract_cmd(
             typer.echo(str(p))
         return
     store = ProductStore(data)
-    failed = 0
-    for name in sciimg:
-        status = run_subtract(Path(name).name, store, ctx.obj.config)
-        typer.echo(str(status))
-        failed += not status.ok
-    if failed:
-        raise typer.Exit(1)
+    _report(run_subtract(Path(name).name, store, ctx.obj.config) for name in sciimg)
 
 
 catalogs_app = typer.Typer(help="Calibrator catalogs (Gaia-like, PS1-like): build, inspect.", no_args_is_help=True)

@@ -178,7 +178,7 @@ def _image_rows(store: ProductStore, key: ProductKey, image: str, ra, dec, index
     ap = aperture_photometry(data, x[sel], y[sel], (APERTURE_DIAMETER,), mskimg=msk, varimg=var,
                              background=background, bkg_rms=bkg_rms, gain=gain)
     frac = _psf_fraction_in_aperture(psf, float(np.mean(x[sel])), float(np.mean(y[sel])), APERTURE_DIAMETER)
-    nearest = _nearest_reference(store, key, image, ra[sel], dec[sel])
+    nearest, have_catalog = _nearest_reference(store, key, image, ra[sel], dec[sel])
     rows = []
     for j, i in enumerate(sel):
         row = _row_null(header, image, ra[i], dec[i], index[i], ProcStatus.OK)
@@ -207,8 +207,7 @@ def _image_rows(store: ProductStore, key: ProductKey, image: str, ra, dec, index
         row["aperturecorr"] = 1.0 / frac
         d, mag, magunc, chi, sharp = nearest[j]
         if d is None:
-            codes.append(int(ProcStatus.NO_REFERENCE_SOURCE if nearest.available
-                             else ProcStatus.NO_REFERENCE_CATALOG))
+            codes.append(int(ProcStatus.NO_REFERENCE_SOURCE if have_catalog else ProcStatus.NO_REFERENCE_CATALOG))
         else:
             row.update(dnearestrefsrc=d, nearestrefmag=mag, nearestrefmagunc=magunc, nearestrefchi=chi,
                        nearestrefsharp=sharp)
@@ -228,22 +227,18 @@ def _psf_fraction_in_aperture(psf: PSFModel, x: float, y: float, diameter: float
     return float(np.sum(stamp * frac) / np.sum(stamp))
 
 
-class _Nearest(list):
-    available = True
-
-
 def _nearest_reference(store, key, image, ra, dec):
-    """(distance [arcsec], mag, magunc, chi, sharp) of the nearest catalog source within 5", per position."""
-    out = _Nearest([(None,) * 5] * len(ra))
+    """((distance [arcsec], mag, magunc, chi, sharp) of the nearest catalog source within 5" per position,
+    whether the catalog exists)."""
+    out = [(None,) * 5] * len(ra)
     cat_key = key.with_suffix("psfcat") if image == "sci" else key.reference("refpsfcat")
     if not store.exists(cat_key):
-        out.available = False
-        return out
+        return out, False
     cat = Table.read(store.path(cat_key), hdu=1)
     good = np.isfinite(np.asarray(cat["ra"], float))
     cat = cat[good]
     if not len(cat):
-        return out
+        return out, True
     from astropy.coordinates import SkyCoord
     import astropy.units as u
 
@@ -255,7 +250,7 @@ def _nearest_reference(store, key, image, ra, dec):
             r = cat[j[k]]
             out[k] = (float(d[k].arcsec), float(r["mag"]), float(r["sigmag"]), float(r["chi"]),
                       float(r["sharp"]))
-    return out
+    return out, True
 
 
 def _row_null(header, image, ra, dec, index, status) -> dict:

@@ -26,11 +26,11 @@ identity at inference. Weights: ``ztfsds/data/braai_d6_m7.npz``, made once from 
 from __future__ import annotations
 
 import functools
-from importlib import resources
 
 import numpy as np
 from scipy.special import expit
 
+from ztfsds._resources import package_data, read_npz
 from ztfsds.errors import InputError
 
 __all__ = ["DRBVERSION", "STAMP_SIZE", "PAD_VALUE", "braai_score", "prepare_triplet", "score_triplets"]
@@ -58,20 +58,15 @@ _CHUNK = 256
 
 
 def _weights_path():
-    return resources.files("ztfsds") / "data" / _WEIGHTS_FILE
+    return package_data(_WEIGHTS_FILE)
 
 
 def _load_model(path) -> dict:
     """Read and check the converted weights; `InputError` naming the file if absent or not d6_m7."""
-    try:
-        with path.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            w = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise InputError(path, f"the braai {DRBVERSION} weights are missing: the ztfsds installation is "
-                               "incomplete (package data ztfsds/data); reinstall ztfsds, or remake the file "
-                               "with tools/convert_braai.py from the published Keras model") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"unreadable braai weights file: {exc}") from None
+    w = read_npz(path, what="braai weights file",
+                 missing=f"the braai {DRBVERSION} weights are missing: the ztfsds installation is incomplete "
+                         "(package data ztfsds/data); reinstall ztfsds, or remake the file with "
+                         "tools/convert_braai.py from the published Keras model")
     layers = tuple(str(s) for s in w.get("layers", ()))
     version = str(w["drbversion"]) if "drbversion" in w else None
     if version != DRBVERSION or layers != _LAYERS:

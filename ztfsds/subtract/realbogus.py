@@ -32,11 +32,11 @@ and the weights of both models; it is read once, on first use.
 from __future__ import annotations
 
 import functools
-from importlib import resources
 
 import numpy as np
 from astropy.table import Table
 
+from ztfsds._resources import package_data, read_npz
 from ztfsds.errors import InputError
 
 __all__ = ["RB_VERSION", "FEATURE_NAMES", "TABLE_FEATURES", "CUTOUT_FEATURES", "rb_features", "rb_score"]
@@ -227,20 +227,14 @@ def rb_features(candidates: Table, cutouts: np.ndarray | None = None) -> np.ndar
 
 
 def _model_path():
-    return resources.files("ztfsds") / "data" / _MODEL_FILE
+    return package_data(_MODEL_FILE)
 
 
 def load_model(path) -> dict:
     """Read and check an rb model file: dict with ``full`` and ``table`` sub-models."""
-    try:
-        with path.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            w = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise InputError(path, f"the rb model {RB_VERSION} is missing: the ztfsds installation is incomplete "
-                               "(package data ztfsds/data); reinstall ztfsds, or retrain it with "
-                               "tools/train_rb.py") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"unreadable rb model file: {exc}") from None
+    w = read_npz(path, what="rb model file",
+                 missing=f"the rb model {RB_VERSION} is missing: the ztfsds installation is incomplete "
+                         "(package data ztfsds/data); reinstall ztfsds, or retrain it with tools/train_rb.py")
     version = str(w["rbversion"]) if "rbversion" in w else None
     if version != RB_VERSION:
         raise InputError(path, f"rb model is {version!r}, this ztfsds expects {RB_VERSION!r}")
