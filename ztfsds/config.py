@@ -393,6 +393,10 @@ class RefimgParams(ParamSet):
         Resampling kernel.
     clip_sigma : float
         Outlier rejection of the co-add, in sigma.
+    clip_fraction : float
+        Fraction of the pixel's median added (in quadrature) to its noise in the rejection: the
+        epochs' seeing differs, so star cores and wings depart from the median by tens of percent
+        without being outliers.
     """
 
     section: ClassVar[str] = "refimg"
@@ -404,6 +408,7 @@ class RefimgParams(ParamSet):
     min_maglim: float = _param(19.5, "minimum 5-sigma limiting magnitude", unit="mag")
     kernel: str = _param("lanczos3", "resampling kernel", choices=("lanczos3", "bilinear"))
     clip_sigma: float = _param(3.0, "co-add outlier rejection", unit="sigma", min=1.0)
+    clip_fraction: float = _param(1.0, "co-add rejection tolerance in proportion to the median", min=0.0)
 
     def validate(self):
         if self.max_epochs < self.min_epochs:
@@ -424,6 +429,15 @@ class SubtractParams(ParamSet):
         Side of the science/reference/difference cutouts, in pixels (ZTF: 63).
     fft_workers : int
         Threads of scipy.fft.
+    tile_size : int
+        ZOGY runs on tiles about this size, each with the PSFs at its centre, in pixels (a full
+        quadrant: 3 x 3 tiles).
+    tile_margin : int
+        Overlap of the ZOGY tiles (more than the kernels' reach), in pixels.
+    ref_noise_factor : float
+        Variance of the reference's noise at the PSF's scale over its pixel variance: interpolation
+        correlates the noise of a resampled image (Lanczos3 lowers the pixel variance to 0.80 of the
+        noise level on average, per resampling; a co-add resampled onto the science grid: 1 / 0.80^2).
     """
 
     section: ClassVar[str] = "subtract"
@@ -433,6 +447,9 @@ class SubtractParams(ParamSet):
     detect_threshold: float = _param(5.0, "candidate threshold in |Scorr|", unit="sigma", min=1.0)
     cutout_size: int = _param(63, "cutout side", unit="pix", min=7)
     fft_workers: int = _param(1, "scipy.fft worker threads", min=1)
+    tile_size: int = _param(1024, "ZOGY tile size", unit="pix", min=64)
+    tile_margin: int = _param(48, "ZOGY tile overlap", unit="pix", min=0)
+    ref_noise_factor: float = _param(1.57, "reference noise variance at PSF scale / pixel variance", min=1.0)
 
 
 @dataclasses.dataclass(frozen=True)

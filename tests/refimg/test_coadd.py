@@ -40,7 +40,7 @@ def _star_image(wcs, stars, fwhm):
     return img
 
 
-def _epochs(n=9, seed=0, noise=5.0):
+def _epochs(n=9, seed=0, noise=5.0, fwhms=None):
     rng = np.random.default_rng(seed)
     grid_wcs = _wcs()
     xy = rng.uniform(15, N - 15, (12, 2))
@@ -51,11 +51,12 @@ def _epochs(n=9, seed=0, noise=5.0):
         w = _wcs(rng.uniform(-3, 3), rng.uniform(-3, 3), rng.uniform(-0.3, 0.3))
         zp = 26.3 + rng.normal(0, 0.1)
         scale = 10 ** (0.4 * (zp - 27.0))  # epoch DN per reference DN
-        img = _star_image(w, stars, 3.0) * scale + rng.normal(0, noise, (N, N))
+        fwhm = 3.0 if fwhms is None else fwhms[i]
+        img = _star_image(w, stars, fwhm) * scale + rng.normal(0, noise, (N, N))
         epochs.append(Epoch(sciimg=img.astype(np.float32), varimg=np.full((N, N), noise**2, np.float32),
                             mskimg=np.zeros((N, N), np.int16), wcs=w, bkg_sigma=noise, magzp=zp, jd=2459000.0 + i,
                             name=f"epoch{i}"))
-    return epochs, grid_wcs, truth
+    return epochs, grid_wcs, truth, stars
 
 
 def test_selection_ranks_and_limits():
@@ -81,7 +82,7 @@ def test_reference_grid_is_tan_at_the_centre():
 
 
 def test_coadd_recovers_the_sky_and_rejects_outliers():
-    epochs, grid_wcs, truth = _epochs()
+    epochs, grid_wcs, truth, _ = _epochs()
     # a cosmic ray on one epoch, a satellite trail on another
     epochs[2].sciimg[40, 40] += 5000.0
     epochs[5].sciimg[60, 10:80] += 800.0
@@ -89,11 +90,17 @@ def test_coadd_recovers_the_sky_and_rejects_outliers():
     inner = (slice(8, N - 8), slice(8, N - 8))
     resid = (res.image - truth)[inner]
     expected = np.sqrt(np.mean(res.variance[inner]))
-    print(f"\nco-add residual rms {resid.std():.3f} DN vs predicted {expected:.3f}; {res.nrejected} rejected")
+    # on stars the rejection tolerance grows with the pixel (clip_fraction: the epochs' seeing
+    # differs there), so a trail across a star's core stays in; on the sky everything is rejected
+    sky = truth[inner] < 10 * expected
+    print(f"\nco-add residual rms on the sky {resid[sky].std():.3f} DN vs predicted {expected:.3f}; "
+          f"{res.nrejected} rejected")
     # noise ~ single-epoch noise (scaled) / sqrt(N), and the artefacts gone
-    assert resid.std() < 1.3 * expected
+    assert resid[sky].std() < 1.3 * expected
     assert abs(res.image[40, 40] - truth[40, 40]) < 5 * np.sqrt(res.variance[40, 40])
-    assert np.abs(res.image[60, 12:78] - truth[60, 12:78]).max() < 6 * np.sqrt(res.variance[60, 40])
+    row = truth[60, 12:78] < 10 * expected
+    assert row.sum() > 30
+    assert np.abs(res.image[60, 12:78] - truth[60, 12:78])[row].max() < 6 * np.sqrt(res.variance[60, 40])
     assert res.nrejected >= 60
     # star fluxes on the common zero point
     assert res.image[inner].sum() == pytest.approx(truth[inner].sum(), rel=0.01)
@@ -101,7 +108,7 @@ def test_coadd_recovers_the_sky_and_rejects_outliers():
 
 
 def test_coadd_masks_and_coverage():
-    epochs, grid_wcs, _ = _epochs(n=5)
+    epochs, grid_wcs, _, _ = _epochs(n=5)
     for e in epochs:
         e.mskimg[:, :20] = int(MaskBits.DEAD)     # the left 20 columns dead in every epoch
     res = coadd(epochs, grid_wcs, (N, N), zp=27.0)
@@ -110,3 +117,29 @@ def test_coadd_masks_and_coverage():
     # elsewhere every epoch, less the odd value clipped as a 3-sigma outlier
     inner = res.coverage[10:-10, 30:-10]
     assert np.median(inner) == 5 and inner.min() >= 3 and (inner < 5).mean() < 0.03
+
+
+def test_coadd_of_epochs_of_different_seeing_keeps_star_fluxes():
+    """Seeing of 2 to 3.6 px: the sharper epochs' cores and the broader ones' wings depart from the
+    median by tens of percent. Rejecting only the largest of those departures (a tolerance of 10-50 %
+    of the pixel) leaves each star's co-added profile made of different epochs at different radii and
+    its flux 1-2 % low; the default tolerance (clip_fraction 1) keeps them."""
+    from ztfsds.photom.aperture import aperture_photometry
+
+    fwhms = np.linspace(2.0, 3.6, 9)
+    for seed in (3, 4):
+        epochs, grid_wcs, truth, stars = _epochs(fwhms=fwhms, seed=seed, noise=2.0)
+        x, y = grid_wcs.all_world2pix(stars[:, 0], stars[:, 1], 0)
+        inside = (x > 14) & (x < N - 15) & (y > 14) & (y < N - 15)
+        # the same 24 px apertures on the noiseless truth (neighbours included alike)
+        true_ap = np.asarray(aperture_photometry(truth.astype(np.float32), x[inside], y[inside],
+                                                 (24.0,))["flux_aper"])[:, 0]
+        ratios = {}
+        for frac in (None, 0.3):
+            params = RefimgParams(min_epochs=1) if frac is None else RefimgParams(min_epochs=1, clip_fraction=frac)
+            res = coadd(epochs, grid_wcs, (N, N), zp=27.0, params=params)
+            ap = aperture_photometry(res.image.astype(np.float32), x[inside], y[inside], (24.0,))
+            ratios[frac] = np.median(np.asarray(ap["flux_aper"])[:, 0] / true_ap)
+        print(f"\nseed {seed}: co-added star flux / true: median {ratios[None]:.4f} (default), "
+              f"{ratios[0.3]:.4f} (clip_fraction 0.3)")
+        assert abs(ratios[None] - 1.0) < 0.005

@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 _BAD_FLAGS = 1 | 2 | 4 | 8 | 16
 #: Padding of the node grid beyond the model's size [px] (room for the interpolation kernel).
 _PAD = 2
+# stars per polynomial term and per oversampling step (see build_psf), and the largest L1 departure
+# (in units of the flux) of a spatially varying model from the mean PSF before its degree is lowered
+_STARS_PER_TERM = 10
+_MAX_VARIATION = 0.6
 _GAUSS_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
@@ -783,7 +787,9 @@ def build_psf(sciimg, mskimg, sources, *, oversample: int = 3, size: int = 25, d
     size : int, optional
         Odd size of the model [px].
     degree : int, optional
-        Degree of the polynomial in position (lowered when there are too few stars for it).
+        Degree of the polynomial in position: lowered when there are fewer than ``10 x oversample``
+        stars per polynomial term (180 for degree 2 at oversample 3), and again while the fitted model
+        departs from the mean PSF by more than 60 % of its flux (L1) where the stars are (noise fitted).
     max_stars : int, optional
         Most stars used (highest S/N first).
     min_stars : int, optional
@@ -844,7 +850,11 @@ def build_psf(sciimg, mskimg, sources, *, oversample: int = 3, size: int = 25, d
     if len(idx) < min_stars:
         raise PhotometryError(f"PSF needs at least {min_stars} clean stars, found {len(idx)} of "
                               f"{len(sources)} sources", infobits=int(InfoBits.PSF_FAILED), product=product)
-    while degree > 0 and len(idx) < 3 * (degree + 1) * (degree + 2) // 2 + 5:
+    # each polynomial term of the core needs stars at every sub-pixel phase of the oversampled grid:
+    # about 10 per phase row, 10 x oversample stars a term (degree 2: 180 stars at oversample 3); with
+    # fewer the terms fit noise (51 stars at degree 2 gave a model with 97 % of its flux in negative
+    # spikes, and every subtraction with it a failure)
+    while degree > 0 and len(idx) < _STARS_PER_TERM * oversample * (degree + 1) * (degree + 2) // 2:
         degree -= 1
     xs = np.asarray(sources["x"], dtype=float)[idx]
     ys = np.asarray(sources["y"], dtype=float)[idx]
@@ -935,6 +945,28 @@ def build_psf(sciimg, mskimg, sources, *, oversample: int = 3, size: int = 25, d
     basis /= basis[0].sum() / oversample**2
     model = PSFModel(basis=basis, oversample=oversample, degree=degree, x0=x0, y0=y0, scale=scale,
                      nstar=int(use.any(axis=(1, 2)).sum()))
+    if degree > 0:
+        # a sanity check of the varying terms where the stars are: against the position-independent
+        # grid of stage 1 (stable: all the stars' pixels constrain it), the model at the edges of
+        # the stars' spread (the polynomial's extremes: corners, edge middles, centre) may differ by
+        # the PSF's real variation (10-30 % in L1 across a ZTF quadrant) but not by its whole flux,
+        # as a model that fitted noise does: refit with one degree less
+        g0 = _round_wings(G0, oversample, rv / oversample)
+        mean = PSFModel(basis=(g0 / (g0.sum() / oversample**2))[None], oversample=oversample, degree=0,
+                        x0=x0, y0=y0, scale=scale, nstar=0)
+        qx = np.quantile(xs, [0.0, 0.5, 1.0])
+        qy = np.quantile(ys, [0.0, 0.5, 1.0])
+        for xi, yi in ((a, b) for a in qx for b in qy):
+            st = model.stamp(float(xi), float(yi))
+            ref = mean.stamp(float(xi), float(yi))
+            change = float(np.abs(st - ref).sum() / ref.sum())
+            if change > _MAX_VARIATION:
+                log.info("build_psf %s: degree %d model departs by %.0f %% from the mean PSF at (%.0f, %.0f); "
+                         "refitting with degree %d", product, degree, 100 * change, xi, yi, degree - 1)
+                return build_psf(sciimg, mskimg, sources, oversample=oversample, size=size, degree=degree - 1,
+                                 max_stars=max_stars, min_stars=min_stars, min_snr=min_snr, clip=clip, gain=gain,
+                                 saturate=saturate, peak_frac=peak_frac, accuracy=accuracy,
+                                 var_radius=var_radius, niter=niter, recenter=recenter, product=product)
     model.fwhm0 = model.fwhm(x0, y0)
     log.debug("build_psf: %d stars, degree %d, %d iterations, FWHM %.3f px", model.nstar, degree, niter,
               model.fwhm0)

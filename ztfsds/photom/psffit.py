@@ -176,7 +176,7 @@ def psf_photometry(sciimg, psf: PSFModel, x, y, flux=None, *, mskimg=None, backg
                    gain: float | None = None, saturate: float | None = None, fit_radius: float = 3.0,
                    group_radius: float = 4.0, max_group: int = 25, niter: int = 20, npass: int = 2,
                    recentre: bool = True, max_shift: float = 1.0, model_radius: int | None = None,
-                   psf_error: float = 0.0, product: str | None = None) -> Table:
+                   psf_error: float = 0.0, psf_xy=None, product: str | None = None) -> Table:
     """PSF-fit photometry of sources at given first positions, blended sources fitted together.
 
     Parameters
@@ -220,6 +220,10 @@ def psf_photometry(sciimg, psf: PSFModel, x, y, flux=None, *, mskimg=None, backg
     psf_error : float, optional
         Relative error of the PSF model per pixel (DAOPHOT's profile error): adds ``(psf_error * M)**2``
         to the variance, so that the errors of bright stars include the model's own.
+    psf_xy : (array-like, array-like), optional
+        Where a spatially varying ``psf`` is evaluated for each source [px]; default its first
+        position. For images that are cut-outs of a larger one (the PSF's coordinates are the large
+        image's).
     product : str, optional
         Named in errors.
 
@@ -282,7 +286,13 @@ def psf_photometry(sciimg, psf: PSFModel, x, y, flux=None, *, mskimg=None, backg
     fs = f0[iv].copy()
     fs[~np.isfinite(fs)] = np.nan
     H = math.ceil((rm + 0.5 + max_shift) * ovs) + 2
-    grids = _grids(psf, xs, ys, H)
+    if psf_xy is None:
+        grids = _grids(psf, xs, ys, H)
+    else:
+        px, py = (np.atleast_1d(np.asarray(v, dtype=np.float64)).ravel() for v in psf_xy)
+        if px.shape != x0.shape or py.shape != x0.shape:
+            raise ConfigError(f"psf_xy has {len(px)}, {len(py)} positions for {n} sources")
+        grids = _grids(psf, px[iv], py[iv], H)
     group_start, members, split, gid = _groups(xs, ys, group_radius, int(max_group))
     flags = np.where(split, np.int32(PSFFitFlags.GROUP_SPLIT), np.int32(0)).astype(np.int32)
     out = np.zeros((len(iv), _psffit.N_OUT), dtype=np.float64)

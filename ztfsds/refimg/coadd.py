@@ -216,7 +216,12 @@ def coadd(epochs: list[Epoch], grid: WCS, shape: tuple[int, int], *, zp: float, 
             warnings.simplefilter("ignore", RuntimeWarning)       # pixels no epoch covers
             med = np.nanmedian(vals, axis=0) if n > 2 else None
         if med is not None:
-            tol = params.clip_sigma * np.sqrt(vars_ + (0.05 * np.abs(med)) ** 2)
+            # the epochs' seeing differs: at a star the sharper epochs' cores and the broader epochs'
+            # wings depart from the median by tens of percent, which is not an outlier (clipping it
+            # would leave each star's co-added profile made of different epochs at different radii,
+            # no PSF's, and its flux biased low by several percent); cosmic rays and moving objects,
+            # on sky or on sources, depart by much more
+            tol = params.clip_sigma * np.sqrt(vars_ + (params.clip_fraction * np.abs(med)) ** 2)
             with np.errstate(invalid="ignore"):
                 out = have & (np.abs(vals - med[None]) > tol)
             # never reject every epoch of a pixel
@@ -235,6 +240,11 @@ def coadd(epochs: list[Epoch], grid: WCS, shape: tuple[int, int], *, zp: float, 
         anybits = np.bitwise_or.reduce(np.where(have, masks, 0), axis=0)
         nodata = coverage[y0:y1] == 0
         mask[y0:y1] = np.where(nodata, np.int16(MaskBits.NAN), anybits & ~np.int16(bad_bits)).astype(np.int16)
+        # a pixel saturated in some epochs is the mean of the others only: the unsaturated, broader
+        # epochs' value at a bright star's core, not the co-add's PSF; flagged SATURATED (so the
+        # subtraction leaves it and its surroundings out, as it does the science image's)
+        satur = (np.bitwise_or.reduce(masks, axis=0) & int(MaskBits.SATURATED)) != 0
+        mask[y0:y1][satur] |= np.int16(MaskBits.SATURATED)
     log.debug("coadd %s: %d epochs, %d outliers rejected", product, n, nrejected)
     return CoaddResult(image=image, variance=variance, coverage=coverage, mask=mask, weights=weights,
                        nrejected=nrejected, zp=float(zp))

@@ -54,7 +54,7 @@ _SHAPES = {
     "conv4_kernel": (3, 3, 32, 32), "fc_1_kernel": (6 * 6 * 32, 256), "fc_out_kernel": (256, 1),
 }
 # triplets per pass through the network: bounds the memory of the conv activations (~0.25 MB per triplet)
-_CHUNK = 256
+_CHUNK = 32
 
 
 def _weights_path():

@@ -116,7 +116,11 @@ def _cutout_features(cutouts: np.ndarray, sign: np.ndarray) -> np.ndarray:
     cut = np.asarray(cutouts[:, :, c - h:c + h + 1, c - h:c + h + 1], dtype=np.float64)
     nanfrac = np.mean(~np.isfinite(cut), axis=(1, 2, 3))
     d = sign[:, None, None] * cut[:, 2]
-    sci, ref = cut[:, 0], cut[:, 1]
+    # a negative candidate is a positive one with the two images' roles exchanged (the source, if
+    # any, is in the reference): measured so, it meets the classifier where it was trained
+    neg = sign < 0
+    sci = np.where(neg[:, None, None], cut[:, 1], cut[:, 0])
+    ref = np.where(neg[:, None, None], cut[:, 0], cut[:, 1])
     yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
     rr = np.hypot(yy, xx)
     ann = (rr >= 8) & (rr <= h)

@@ -273,7 +273,9 @@ def _check_images(new, ref, var_new, var_ref, mask, product):
         if a.shape != new.shape:
             raise ShapeError(product, a.shape, new.shape, hdu=name)
         if mask is not None:
-            a = np.where(mask, np.float32(0), a)
+            masked = a[mask]
+            if np.any(masked != 0):  # (NaN != 0 too) zero-fill the masked pixels, on a copy
+                a = np.where(mask, np.float32(0), a)
         if not np.isfinite(a).all():
             raise InputError(product, f"{name} has non-finite pixels outside the mask (0-fill them or pass mask=)")
         if name.startswith("var") and (a < 0).any():
