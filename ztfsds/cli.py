@@ -73,36 +73,6 @@ for _group_name, _group in _GROUPS.items():
     if _group_name:
         app.add_typer(_group, name=_group_name)
 
-#: (group name, command, help, what is missing, the issue that builds it)
-_PENDING = [
-    ("", "run-night", "Process a night end to end (with no arguments: a simulated demo night under "
-     "./ztfsds-data).", "the night runner", "operations"),
-    ("", "process", "Run the science pipeline (calib, astrom, photom, subtract, alerts) on quadrant-exposures.",
-     "the per-quadrant pipeline", "operations"),
-    ("", "lightcurve", "Lightcurves with the IRSA lightcurve service's parameters (ID, POS, BANDNAME, ...).",
-     "lightcurves", "archive"),
-    ("alerts", "search", "Search alerts by objectId, cone, time, magnitude and real-bogus score.",
-     "the alert archive", "alerts"),
-    ("archive", "init", "Create or migrate the database schema.", "the database", "archive"),
-    ("archive", "images", "Find images covering a position, or by field/CCD/quadrant/filter/time.",
-     "the database", "archive"),
-    ("", "report", "Write the nightly summary report (HTML with plots).", "the nightly report", "operations"),
-]
-
-
-def _pending_command(command: str, what: str, issue: str):
-    def pending():
-        typer.echo(f"ztfsds {command}: not implemented yet ({what} arrives with the {issue} issue).", err=True)
-        raise typer.Exit(EXIT_NOT_IMPLEMENTED)
-
-    return pending
-
-
-for _group_name, _name, _help, _what, _issue in _PENDING:
-    _full = f"{_group_name} {_name}".strip()
-    _GROUPS[_group_name].command(_name, help=_help)(_pending_command(_full, _what, _issue))
-
-
 # -- built ------------------------------------------------------------------------------------------
 def _int_list(text: str, what: str) -> list[int]:
     try:
@@ -396,6 +366,375 @@ def config_check(file: Path = typer.Argument(..., help="TOML parameter file to v
     """Validate a parameter file: unknown keys, types and ranges; print its hash."""
     cfg = load_config(file)
     typer.echo(f"{file}: ok (configuration hash {cfg.param_hash()})")
+
+
+# -- operations, archive, alerts, lightcurves ------------------------------------------------------------
+def _progress_printer():
+    """A progress callback ``(phase, done, total, name)`` drawing one bar per phase on stderr."""
+    state = {"phase": None, "bar": None}
+
+    def progress(phase, done, total, name=""):
+        if state["phase"] != phase:
+            if state["bar"] is not None:
+                state["bar"].render_finish()
+            state["phase"] = phase
+            state["bar"] = typer.progressbar(length=max(int(total), 1), label=f"{phase:<10}", show_pos=True,
+                                             file=sys.stderr)
+            state["bar"].render_progress()
+        bar = state["bar"]
+        bar.length = max(int(total), 1)
+        bar.pos = min(int(done), bar.length)
+        bar.render_progress()
+        if done >= total:
+            bar.render_finish()
+            state["phase"], state["bar"] = None, None
+
+    return progress
+
+
+@app.command("run-night")
+def run_night_cmd(
+    ctx: typer.Context,
+    root: Path = typer.Argument(Path("ztfsds-data"), help="Data root (created). Without --raw-dir and raw "
+                                "files already there, a demo night is simulated into it first."),
+    raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", help="Real raw files to process (calibration "
+                                           "frames first, then science)."),
+    night: Optional[str] = typer.Option(None, "--night", help="Night to process, YYYYMMDD (default: all)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="serial, process (default) or dask."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (implies "
+                                            "--executor dask)."),
+    watch: bool = typer.Option(False, "--watch", help="Keep watching --raw-dir and process exposures as they "
+                               "arrive (the Virtual Pipeline Operator); stop with SIGTERM or Ctrl-C."),
+    force: Optional[List[str]] = typer.Option(None, "--force", help="Re-run these stages even when up to date "
+                                              "('all' for every stage)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write the nightly report."),
+):
+    """Process a night end to end: calibration, astrometry, photometry, references, subtraction, alerts,
+    archive, lightcurves and the nightly report."""
+    from .ops import run_night
+
+    if scheduler and not executor:
+        executor = "dask"
+    summary = run_night(root, raw_dir=raw_dir, night=None if night is None else _night_text(night),
+                        config=ctx.obj.config, executor=executor, workers=workers, scheduler=scheduler,
+                        watch=watch, progress=_progress_printer(), force=tuple(force or ()), report=not no_report)
+    typer.echo(str(summary))
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+@app.command("process")
+def process_cmd(
+    ctx: typer.Context,
+    raw: List[Path] = typer.Argument(..., help="Raw CCD files."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root (calibration library in cal/)."),
+    force: Optional[List[str]] = typer.Option(None, "--force", help="Re-run these stages ('all')."),
+):
+    """Run the science pipeline (calib, astrom, photom, subtract, alerts, archive) on raw exposures."""
+    from .ops.pipeline import process_exposure
+
+    failed = 0
+    for path in raw:
+        for result in process_exposure(path, data, ctx.obj.config, force=tuple(force or ())):
+            typer.echo(str(result))
+            failed += not result.ok
+    if failed:
+        typer.echo(f"{failed} quadrant(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("reprocess")
+def reprocess_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    night: Optional[str] = typer.Option(None, "--night", help="YYYYMMDD."),
+    field: Optional[int] = typer.Option(None, "--field"),
+    ccd: Optional[int] = typer.Option(None, "--ccd", min=1, max=16),
+    qid: Optional[int] = typer.Option(None, "--qid", min=1, max=4),
+    executor: str = typer.Option("serial", "--executor", help="serial, process or dask."),
+):
+    """Reprocess the exposures of a night / field / CCD / quadrant, then print a status summary."""
+    from .ops.tasks import reprocess
+
+    result = reprocess(data, night=None if night is None else _night_text(night), field=field, ccd=ccd, qid=qid,
+                       config=ctx.obj.config, executor=executor, progress=_progress_printer())
+    typer.echo(str(result))
+
+
+@app.command("retry")
+def retry_cmd(
+    ctx: typer.Context,
+    night: str = typer.Option(..., "--night", help="YYYYMMDD."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    stage: Optional[List[str]] = typer.Option(None, "--stage", help="Only failures of these stages."),
+):
+    """Retry the failed quadrant-stages of a night (archive failures included)."""
+    from .ops.tasks import retry_failures
+
+    result = retry_failures(data, _night_text(night), config=ctx.obj.config, stages=stage or None,
+                            progress=_progress_printer())
+    typer.echo(str(result))
+
+
+@app.command("cleanup")
+def cleanup_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    min_free_gb: Optional[float] = typer.Option(None, "--min-free-gb", help="Free-space target [GB] (default "
+                                                "[ops] min_free_gb)."),
+    keep_nights: int = typer.Option(1, "--keep-nights", min=0, help="Most recent nights never touched."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted."),
+):
+    """Free disk space under the data root by the clean-up policy (never an unarchived product)."""
+    from .ops.tasks import cleanup
+
+    typer.echo(str(cleanup(data, config=ctx.obj.config, min_free_gb=min_free_gb, keep_nights=keep_nights,
+                           dry_run=dry_run)))
+
+
+@app.command("report")
+def report_cmd(
+    night: str = typer.Option(..., "--night", help="YYYYMMDD."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default under <data>/reports/)."),
+):
+    """Write the nightly summary report (HTML with plots)."""
+    from .ops.report import write_report
+
+    typer.echo(f"wrote {write_report(data, _night_text(night), out=out)}")
+
+
+@app.command("match")
+def match_cmd(
+    ctx: typer.Context,
+    field: Optional[int] = typer.Argument(None, help="Field (with CCDID QID FILTER; or --all)."),
+    ccdid: Optional[int] = typer.Argument(None),
+    qid: Optional[int] = typer.Argument(None),
+    filtercode: Optional[str] = typer.Argument(None, help="zg, zr or zi."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    all_: bool = typer.Option(False, "--all", help="Every quadrant-filter with a reference."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="From scratch instead of an incremental update."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address."),
+    collection: str = typer.Option("ztf", "--collection", help="Lightcurve collection name."),
+):
+    """Match PSF catalogs across epochs, recalibrate, and write matchfiles and HATS lightcurves."""
+    from .match import run_match, run_match_all
+    from .products import ProductStore
+
+    store = ProductStore(data)
+    if all_:
+        _report(run_match_all(store, config=ctx.obj.config, scheduler=scheduler, rebuild=rebuild,
+                              collection=collection))
+        return
+    if None in (field, ccdid, qid, filtercode):
+        raise typer.BadParameter("give FIELD CCDID QID FILTER, or --all")
+    _report([run_match(store, field, ccdid, qid, filtercode, config=ctx.obj.config, scheduler=scheduler,
+                       rebuild=rebuild, collection=collection)])
+
+
+@app.command("lightcurve")
+def lightcurve_cmd(
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    id_: Optional[List[str]] = typer.Option(None, "--id", help="Lightcurve object id (repeatable): ID."),
+    pos: Optional[str] = typer.Option(None, "--pos", help="'CIRCLE ra dec radius' [deg]: POS."),
+    band: Optional[str] = typer.Option(None, "--band", help="Wavelength range 'lo hi' [m]: BAND."),
+    bandname: Optional[str] = typer.Option(None, "--bandname", help="g, r, i (comma-separated): BANDNAME."),
+    mag: Optional[str] = typer.Option(None, "--mag", help="Magnitude range 'lo hi': MAG."),
+    num_obs: Optional[int] = typer.Option(None, "--num-obs", help="Least number of epochs: NUM_OBS."),
+    time: Optional[str] = typer.Option(None, "--time", help="MJD range 'start end': TIME."),
+    bad_catflags_mask: Optional[int] = typer.Option(None, "--bad-catflags-mask", help="BAD_CATFLAGS_MASK."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="COLLECTION (e.g. ztf, ztf_dr5)."),
+    fmt: str = typer.Option("csv", "--format", help="csv, ipac_table, votable, tsv, html or parquet: FORMAT."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: standard output)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG plot here."),
+):
+    """Lightcurves with the IRSA ZTF lightcurve service's parameters and output columns."""
+    from .match.lightcurve_api import plot_lightcurve, query_lightcurves, write_lightcurves
+
+    params = {"FORMAT": fmt}
+    for key, value in (("POS", pos), ("BAND", band), ("BANDNAME", bandname), ("MAG", mag), ("NUM_OBS", num_obs),
+                       ("TIME", time), ("BAD_CATFLAGS_MASK", bad_catflags_mask), ("COLLECTION", collection)):
+        if value is not None:
+            params[key] = str(value)
+    if id_:
+        params["ID"] = ",".join(id_)
+    table = query_lightcurves(params, root=data)
+    if out is None:
+        if fmt == "parquet":
+            raise typer.BadParameter("--format parquet needs --out FILE")
+        buf = __import__("io").StringIO()
+        write_lightcurves(table, buf, fmt)
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        write_lightcurves(table, out, fmt)
+        typer.echo(f"{len(table)} epochs -> {out}", err=True)
+    if plot is not None:
+        plot_lightcurve(table, plot)
+        typer.echo(f"plot -> {plot}", err=True)
+
+
+def _write_table(table, fmt: str) -> None:
+    """Print a result table to standard output (a note on standard error when it is empty)."""
+    if not len(table):
+        typer.echo("no matching rows", err=True)
+        return
+    table.write(sys.stdout, format=fmt)
+
+
+def _database(data: Path, url: Optional[str], config: Config):
+    from .archive import connect, migrate
+    from .products import ProductStore
+
+    db = connect(url or config.archive.database_url or None, store=ProductStore(data))
+    migrate(db)
+    return db
+
+
+@archive_app.command("init")
+def archive_init(
+    ctx: typer.Context,
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root (the SQLite file lives there)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Database URL (default [archive] database_url, or "
+                                      "SQLite under the data root)."),
+):
+    """Create or migrate the database schema."""
+    from .archive import current_version
+
+    with _database(data, url, ctx.obj.config) as db:
+        typer.echo(f"{db.url}: schema version {current_version(db)}")
+
+
+@archive_app.command("ingest")
+def archive_ingest(
+    ctx: typer.Context,
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    url: Optional[str] = typer.Option(None, "--url", help="Database URL."),
+    night: Optional[str] = typer.Option(None, "--night", help="Only this night (YYYYMMDD)."),
+    no_sources: bool = typer.Option(False, "--no-sources", help="Images only, not their PSF catalogs."),
+):
+    """Ingest the data root's science quadrants, candidates and references (idempotent)."""
+    from .archive import ingest_candidates, ingest_quadrant, ingest_reference
+    from .products import ProductStore
+
+    store = ProductStore(data)
+    n_img = n_cand = n_ref = 0
+    with _database(data, url, ctx.obj.config) as db:
+        for key in store.keys("sci", night=None if night is None else _night_text(night), suffix="sciimg"):
+            if "CTYPE1" not in store.read_header(key):
+                continue
+            ingest_quadrant(db, store, key, sources=not no_sources)
+            n_img += 1
+            if store.exists(key.with_suffix("candidates")):
+                ingest_candidates(db, store, key)
+                n_cand += 1
+        for key in store.keys("ref", suffix="refimg"):
+            ingest_reference(db, store, key)
+            n_ref += 1
+    typer.echo(f"ingested {n_img} quadrant images ({n_cand} with candidates) and {n_ref} references")
+
+
+@archive_app.command("images")
+def archive_images(
+    ctx: typer.Context,
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    url: Optional[str] = typer.Option(None, "--url", help="Database URL."),
+    ra: Optional[float] = typer.Option(None, "--ra", help="Images covering this position [deg]..."),
+    dec: Optional[float] = typer.Option(None, "--dec", help="... with --ra."),
+    field: Optional[int] = typer.Option(None, "--field"),
+    ccd: Optional[int] = typer.Option(None, "--ccd"),
+    qid: Optional[int] = typer.Option(None, "--qid"),
+    fid: Optional[int] = typer.Option(None, "--fid", help="1 zg, 2 zr, 3 zi."),
+    jd_min: Optional[float] = typer.Option(None, "--jd-min"),
+    jd_max: Optional[float] = typer.Option(None, "--jd-max"),
+    max_seeing: Optional[float] = typer.Option(None, "--max-seeing", help="[arcsec]"),
+    min_maglim: Optional[float] = typer.Option(None, "--min-maglim", help="[mag]"),
+    fmt: str = typer.Option("ascii.fixed_width_two_line", "--format", help="astropy Table output format."),
+):
+    """Find images covering a position, or by field/CCD/quadrant/filter/time/quality."""
+    if (ra is None) != (dec is None):
+        raise typer.BadParameter("--ra and --dec go together")
+    from .archive import search_images
+
+    with _database(data, url, ctx.obj.config) as db:
+        table = search_images(db, ra=ra, dec=dec, field=field, ccdid=ccd, qid=qid, fid=fid, jd_min=jd_min,
+                              jd_max=jd_max, max_seeing=max_seeing, min_maglim=min_maglim)
+    _write_table(table, fmt)
+
+
+@archive_app.command("serve")
+def archive_serve(
+    ctx: typer.Context,
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    url: Optional[str] = typer.Option(None, "--url", help="Database URL."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    tokens: Optional[Path] = typer.Option(None, "--tokens", help="Partner tokens file: TOML [tokens] table "
+                                          "or JSON, token -> program ids (see the archive docs)."),
+    public_after_days: str = typer.Option("365", "--public-after-days", help="Days after which data of "
+                                          "proprietary programs become public ('never')."),
+    public_programids: str = typer.Option("1", "--public-programids", help="Comma-separated public programs."),
+    log_level: str = typer.Option("info", "--log-level"),
+):
+    """Serve the archive over HTTP: image, catalog, alert and lightcurve search, cutouts, a web page."""
+    from .archive.service import serve
+
+    if public_after_days.strip().lower() == "never":
+        after = None
+    else:
+        try:
+            after = float(public_after_days)
+        except ValueError:
+            raise typer.BadParameter(f"--public-after-days must be a number or 'never', got {public_after_days!r}") \
+                from None
+    serve(data, host=host, port=port, database_url=url or ctx.obj.config.archive.database_url or None, tokens=tokens,
+          public_after_days=after, public_programids=_int_list(public_programids, "--public-programids"),
+          log_level=log_level)
+
+
+@alerts_app.command("search")
+def alerts_search(
+    ctx: typer.Context,
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    url: Optional[str] = typer.Option(None, "--url", help="Database URL."),
+    objectid: Optional[str] = typer.Option(None, "--objectid", help="ZTF object id, e.g. ZTF20abcdefg."),
+    ra: Optional[float] = typer.Option(None, "--ra", help="Cone centre [deg]..."),
+    dec: Optional[float] = typer.Option(None, "--dec"),
+    radius: float = typer.Option(2.0, "--radius", help="Cone radius [arcsec]."),
+    jd_min: Optional[float] = typer.Option(None, "--jd-min"),
+    jd_max: Optional[float] = typer.Option(None, "--jd-max"),
+    mag_min: Optional[float] = typer.Option(None, "--mag-min"),
+    mag_max: Optional[float] = typer.Option(None, "--mag-max"),
+    rb_min: Optional[float] = typer.Option(None, "--rb-min"),
+    drb_min: Optional[float] = typer.Option(None, "--drb-min"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1),
+    fmt: str = typer.Option("ascii.fixed_width_two_line", "--format", help="astropy Table output format."),
+):
+    """Search the alert archive by objectId, cone, time range, magnitude and real-bogus score."""
+    if (ra is None) != (dec is None):
+        raise typer.BadParameter("--ra and --dec go together")
+    from .archive import search_alerts
+
+    with _database(data, url, ctx.obj.config) as db:
+        table = search_alerts(db, objectid=objectid, ra=ra, dec=dec, radius_arcsec=None if ra is None else radius,
+                              jd_min=jd_min, jd_max=jd_max, mag_min=mag_min, mag_max=mag_max, rb_min=rb_min,
+                              drb_min=drb_min, limit=limit)
+    _write_table(table, fmt)
+
+
+@alerts_app.command("ingest")
+def alerts_ingest(
+    ctx: typer.Context,
+    source: List[Path] = typer.Argument(..., help="Avro packets, tar files of them, or folders."),
+    data: Path = typer.Option(Path("ztfsds-data"), "--data", help="Data root."),
+    url: Optional[str] = typer.Option(None, "--url", help="Database URL."),
+):
+    """Ingest alert packets (ours or real ZTF ones, any schema version) into the alert archive."""
+    from .archive import ingest_alerts
+
+    with _database(data, url, ctx.obj.config) as db:
+        n = sum(ingest_alerts(db, path) for path in source)
+    typer.echo(f"ingested {n} alert packets")
 
 
 def main(argv: list[str] | None = None) -> int:

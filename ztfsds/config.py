@@ -301,7 +301,8 @@ class AstromParams(ParamSet):
     clip_sigma : float
         Outlier rejection threshold of the fit, in sigma.
     min_matches : int
-        Fewer matched stars than this sets INFOBITS bit 14 (ZTF: 100).
+        Fewer matched stars than this sets INFOBITS bit 14 (ZTF: 100), for a full quadrant; an image
+        of a fraction of its area needs that fraction of them (at least 10).
     """
 
     section: ClassVar[str] = "astrom"

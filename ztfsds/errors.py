@@ -28,6 +28,7 @@ __all__ = [
     "AstrometryError",
     "PhotometryError",
     "NotImplementedYetError",
+    "ArchiveError",
 ]
 
 
@@ -158,3 +159,40 @@ class PhotometryError(StageError):
 
 class NotImplementedYetError(ZTFSDSError, NotImplementedError):
     """The stage exists in the design but is not built yet in this version."""
+
+
+class ArchiveError(ZTFSDSError):
+    """The archive database failed or was asked something it cannot answer.
+
+    The message names the database (its URL, without a password) and the problem: an unreachable
+    server, a failed statement, an alert that is not stored.
+    """
+
+
+class AlertPacketError(InputError):
+    """An alert packet does not follow its Avro schema, or an alert file cannot be decoded."""
+
+
+class AlertDistributionError(ZTFSDSError):
+    """Alert packets could not be sent to a Kafka broker (no client library, no broker, a failed delivery).
+
+    Nothing is lost: the packets of the quadrant stay in its alert tar file.
+
+    Parameters
+    ----------
+    servers : str
+        The broker address(es) (``bootstrap.servers``).
+    topic : str
+        The topic.
+    problem : str
+        What failed.
+    """
+
+    def __init__(self, servers: str, topic: str, problem: str):
+        self.servers = servers
+        self.topic = topic
+        self.problem = problem
+        super().__init__(f"Kafka {servers} topic {topic!r}: {problem} (the packets remain in the alert tar file)")
+
+    def __reduce__(self):  # rebuild from our arguments (process pools send errors back)
+        return type(self), (self.servers, self.topic, self.problem)

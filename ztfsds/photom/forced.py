@@ -114,8 +114,8 @@ def psf_from_hdulist(hdul: fits.HDUList) -> PSFModel:
     if stamp.ndim != 2 or stamp.shape[0] != stamp.shape[1] or stamp.shape[0] % 2 == 0:
         raise InputError(None, f"PSF stamp of shape {stamp.shape}: must be an odd square")
     stamp = np.clip(stamp, 0.0, None)
-    pad = 2
-    grid = np.pad(stamp / stamp.sum(), pad)
+    # 3 empty nodes a side: the model's default stamp is then the whole n x n stamp (PSFModel.size)
+    grid = np.pad(stamp / stamp.sum(), 3)
     return PSFModel(basis=grid[None], oversample=1, degree=0, x0=0.0, y0=0.0, scale=1.0, nstar=0)
 
 

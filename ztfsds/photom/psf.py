@@ -31,7 +31,7 @@ Examples
 ...                  scale=1.0, nstar=0)
 >>> s = model.stamp(100.0, 100.0, size=11)
 >>> s.shape, f"{s.sum():.3f}", bool(s[5, 5] == s.max()), model.size
-((11, 11), '1.000', True, 6)
+((11, 11), '1.000', True, 5)
 
 The grid is already pixel-integrated: the Gaussian whose pixel integrals it holds has
 ``sigma**2 = 1 - 1/12`` px^2, so FWHM ``2.355 * sqrt(11 / 12) = 2.25`` px:
@@ -190,8 +190,9 @@ class PSFModel:
 
     @property
     def size(self) -> int:
-        """Side of the model [px]: ``(m - 1) // oversample - 4`` (the default `stamp` size)."""
-        return (self.grid_size - 1) // self.oversample - 2 * _PAD
+        """Side of the model [px]: ``(m - 1) // oversample - 4``, made odd (the default `stamp` size)."""
+        size = (self.grid_size - 1) // self.oversample - 2 * _PAD
+        return size if size % 2 else size - 1
 
     def poly(self, x, y) -> np.ndarray:
         """The polynomial terms of the model at image positions ``(x, y)`` [px].

@@ -13,6 +13,6 @@ The simulator imports only `ztfsds.camera`, `ztfsds.products` and `ztfsds.errors
 measurement code with the pipeline it grades.
 """
 
-from .night import NightResult, simulate_exposure_ccd, simulate_night, sky_for_ccd, truth_path
+from .night import NightResult, known_asteroids, simulate_exposure_ccd, simulate_night, sky_for_ccd, truth_path
 
-__all__ = ["NightResult", "simulate_night", "simulate_exposure_ccd", "sky_for_ccd", "truth_path"]
+__all__ = ["NightResult", "simulate_night", "simulate_exposure_ccd", "sky_for_ccd", "truth_path", "known_asteroids"]

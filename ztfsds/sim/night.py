@@ -13,6 +13,8 @@ and writes, under a data root (`ztfsds.products.ProductStore` layout)::
                                                and sky in its header; COSMICS (the cosmic-ray hits);
                                                MASK1-MASK4, the true artefact maps (`truth_mask`)
     sim/catalogs/<field>_c<cc>_gaia.fits, _ps1.fits   the Gaia-like and PS1-like calibrator catalogs
+    catalogs/asteroids.fits                    the known asteroids (`known_asteroids`), as MPC publishes
+                                               them: read by the alert stage for ``ssnamenr``...
     sim/schedule.ecsv, sim/camera.ecsv, sim/manifest.json
 
 The sky of each field and CCD is drawn once (seeded by the seed, field and CCD) and seen by every
@@ -355,6 +357,51 @@ def _write_table(table: Table, path: Path, fmt: str) -> Path:
     return path
 
 
+def known_asteroids(skies: dict) -> Table:
+    """The simulated skies' asteroids as a known-object list (what MPC's orbit file is for IPAC).
+
+    Parameters
+    ----------
+    skies : dict
+        ``{(field, ccdid): sky}`` of `sky_for_ccd` tables.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        ``name`` (``<field:06d><ccdid:02d><source_id:07d>``: unique across skies), ``ra``, ``dec`` [deg] at
+        ``t0`` [JD], ``ra_rate`` (along RA cos Dec), ``dec_rate`` [arcsec/min] (the simulator moves them
+        linearly), ``vmag`` (V = r + 0.2) and ``h_mag`` [mag].
+    """
+    parts = []
+    for (field, ccdid), sky in sorted(skies.items()):
+        sel = np.asarray(sky["kind"]).astype(str) == "asteroid"
+        sid = np.asarray(sky["source_id"], np.int64)[sel]
+        parts.append({"name": [f"{int(field):06d}{int(ccdid):02d}{int(i):07d}" for i in sid],
+                      **{c: np.asarray(sky[c], float)[sel] for c in ("ra", "dec", "t0", "ra_rate", "dec_rate")},
+                      "vmag": np.asarray(sky["r"], float)[sel] + 0.2, "h_mag": np.asarray(sky["h_mag"], float)[sel]})
+    out = Table()
+    out["name"] = np.array(sum((p["name"] for p in parts), []), dtype="U15")
+    for col, unit in (("ra", "deg"), ("dec", "deg"), ("t0", "d"), ("ra_rate", "arcsec/min"),
+                      ("dec_rate", "arcsec/min"), ("vmag", "mag"), ("h_mag", "mag")):
+        out[col] = np.concatenate([p[col] for p in parts]) if parts else np.zeros(0)
+        out[col].unit = unit
+    return out
+
+
+def _write_known_asteroids(store: ProductStore, skies: dict) -> Path:
+    """``<root>/catalogs/asteroids.fits``: the known asteroids, merged with those already published there."""
+    path = store.root / "catalogs" / "asteroids.fits"
+    table = known_asteroids(skies)
+    if path.is_file():
+        from astropy.table import vstack
+
+        old = Table.read(path)
+        old = old[~np.isin(np.asarray(old["name"]).astype(str), np.asarray(table["name"]).astype(str))]
+        table = vstack([old, table], metadata_conflicts="silent") if len(old) else table
+    table.meta = {"ORIGIN": "ztfsds.sim", "COMMENT": "known asteroids: linear motion from t0"}
+    return _write_table(table, path, "fits")
+
+
 def simulate_night(out, *, fields: Sequence[int] = (655,), ccds: Sequence[int] = (13,), nexp: int = 1,
                    filters: Sequence[str] = ("zr",), size: int | tuple[int, int] | None = None, seed: int = 0,
                    night: _dt.date = _dt.date(2020, 9, 24), history_nights: int = 0, nbias: int = 5,
@@ -444,6 +491,9 @@ def simulate_night(out, *, fields: Sequence[int] = (655,), ccds: Sequence[int] =
                                          base / f"{field:06d}_c{ccdid:02d}_gaia.fits", "fits"))
             catalogs.append(_write_table(_sky.ps1_like(sky, seed=_seed(seed, field, ccdid, 2)),
                                          base / f"{field:06d}_c{ccdid:02d}_ps1.fits", "fits"))
+
+    # the asteroids are "known": published under the data root, as MPC's orbit file is for IPAC
+    catalogs.append(_write_known_asteroids(store, skies))
 
     calibration = _simulate_calibration(store, camera, tonight or schedule, ccds, filters, seed, nbias, nflat,
                                         flat_level, ext, note)

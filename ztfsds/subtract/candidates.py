@@ -42,7 +42,7 @@ _TILE_HALF = 12
 def _stamp_model(p_d: np.ndarray) -> PSFModel:
     """P_D as a constant PSF model (its small negative lobes kept: they are part of D's PSF)."""
     stamp = np.asarray(p_d, dtype=np.float64)
-    grid = np.pad(stamp / stamp.sum(), 2)
+    grid = np.pad(stamp / stamp.sum(), 3)
     return PSFModel(basis=grid[None], oversample=1, degree=0, x0=0.0, y0=0.0, scale=1.0, nstar=0)
 
 
