@@ -123,6 +123,6 @@ CASES = [
         setup=setup,
         ours=ours,
         peers={"PyZOGY-style ZOGY only": pyzogy_peer},
-        repeat=1,
+        repeat=3,
     ),
 ]

@@ -439,6 +439,9 @@ class SubtractParams(ParamSet):
         Variance of the reference's noise at the PSF's scale over its pixel variance: interpolation
         correlates the noise of a resampled image (Lanczos3 lowers the pixel variance to 0.80 of the
         noise level on average, per resampling; a co-add resampled onto the science grid: 1 / 0.80^2).
+    ref_psf_stars : int
+        Most stars of the reference's PSF refitted on the science grid (the co-add's stars have high
+        S/N; 200 keep a degree-2 model, at two thirds of the time of 300).
     """
 
     section: ClassVar[str] = "subtract"
@@ -451,6 +454,7 @@ class SubtractParams(ParamSet):
     tile_size: int = _param(1024, "ZOGY tile size", unit="pix", min=64)
     tile_margin: int = _param(48, "ZOGY tile overlap", unit="pix", min=0)
     ref_noise_factor: float = _param(1.57, "reference noise variance at PSF scale / pixel variance", min=1.0)
+    ref_psf_stars: int = _param(200, "most stars of the resampled reference's PSF", min=10)
 
 
 @dataclasses.dataclass(frozen=True)

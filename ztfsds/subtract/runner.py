@@ -182,6 +182,11 @@ def difference_psf(psf_new, p_new: np.ndarray, p_ref: np.ndarray, sigma_new: flo
                     nstar=psf_new.nstar)
 
 
+def _background(image, mask, product):
+    """`~ztfsds.astrom.extraction.background` of an image (128 px cells) [DN]."""
+    return background(image, mask, filename=product)
+
+
 def _psf_at(psf, x, y, size):
     """The unit-sum pixel stamp of a PSF model at ``(x, y)`` [px], ``size`` px a side."""
     stamp = psf.stamp(float(x), float(y), size=size)
@@ -342,9 +347,9 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
     scale = 10 ** (0.4 * (zp_sci - zp_ref))
     ref_img = np.multiply(rs.image, np.float32(scale), dtype=np.float32)
     ref_img[~(rs.footprint & np.isfinite(ref_img))] = 0.0
-    bkg_sci = background(sci, sci_mask, filename=product)
+    bkg_sci = _background(sci, sci_mask, product)
     new = np.subtract(sci, bkg_sci.level, dtype=np.float32)
-    bkg_ref = background(ref_img, None if rs.mask is None else rs.mask, filename=product)
+    bkg_ref = _background(ref_img, rs.mask, product)
     ref_img -= bkg_ref.level
     bad = (np.asarray(sci_mask) & int(MaskBits.BAD)) != 0
     if rs.mask is not None:
@@ -397,7 +402,8 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
             resampled_psf = build_psf(ref_img, bad.astype(np.int16), src, size=photom.psf_size,
                                       oversample=photom.psf_oversampling,
                                       degree=photom.psf_degree if len(tiles) > 1 else 0,
-                                      max_stars=photom.psf_max_stars, gain=1e6, product=product)
+                                      max_stars=min(photom.psf_max_stars, params.ref_psf_stars), gain=1e6,
+                                      product=product)
 
             def p_ref_at(x, y):
                 return _psf_at(resampled_psf, x, y, stamp_size)
@@ -465,7 +471,7 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
     # images' backgrounds are) and removed
     for img in (diff, scorr):
         with np.errstate(invalid="ignore"):
-            img -= background(img, mask, filename=product).level
+            img -= _background(img, mask, product).level
     nea = 1.0 / float(np.mean([np.sum(p**2) for p in pd_stamps]))  # pixel-sampled P_D: noise-equivalent area
     maglim = zp_sci - 2.5 * math.log10(5.0 * sigma_d * math.sqrt(nea))
     lap("zogy")
