@@ -69,7 +69,7 @@ def _parsed(fingerprint: str, schema_json: str) -> dict:
 
 
 # -- reading sources ----------------------------------------------------------------------------------
-def _container_packets(data: bytes, origin: str) -> Iterator[tuple[str, dict]]:
+def _container_packets(data: bytes, origin: str) -> Iterator[tuple[str, dict, None]]:
     """(writer schema JSON, record) of every packet of an Avro container file."""
     try:
         reader = fastavro.reader(io.BytesIO(data))
@@ -79,17 +79,20 @@ def _container_packets(data: bytes, origin: str) -> Iterator[tuple[str, dict]]:
         if schema_json is None:
             schema_json = json.dumps(reader.writer_schema)
         for record in reader:
-            yield schema_json, record
+            yield schema_json, record, None
     except (ValueError, EOFError, StopIteration, TypeError, KeyError) as exc:
         raise InputError(origin, f"not a readable Avro alert container: {exc}") from exc
 
 
-def _schemaless_packets(data: bytes, origin: str, schema_json: str) -> Iterator[tuple[str, dict]]:
+def _schemaless_packets(data: bytes, origin: str, schema_json: str) -> Iterator[tuple[str, dict, bytes]]:
     parsed = _parsed(schema_fingerprint(schema_json), schema_json)
     buf = io.BytesIO(data)
     try:
         while buf.tell() < len(data):
-            yield schema_json, fastavro.schemaless_reader(buf, parsed)
+            start = buf.tell()
+            record = fastavro.schemaless_reader(buf, parsed)
+            # the packet's own bytes are what would be stored: no need to encode it again
+            yield schema_json, record, data[start:buf.tell()]
     except (ValueError, EOFError, TypeError) as exc:
         raise InputError(origin, f"not a schemaless packet of the given schema: {exc}") from exc
 
@@ -169,7 +172,7 @@ def ingest_alerts(db, source, *, schema: str | dict | None = None) -> int:
                 _store_packets(db, batch, now)
             raise
         total += len(packets)
-        batch.extend((origin, s, r) for s, r in packets)
+        batch.extend((origin, *p) for p in packets)
         if len(batch) >= _BATCH:       # a tar of single-packet files: one transaction per batch, not per file
             _store_packets(db, batch, now)
             batch = []
@@ -178,22 +181,24 @@ def ingest_alerts(db, source, *, schema: str | dict | None = None) -> int:
     return total
 
 
-def _store_packets(db, packets: list[tuple[str, str, dict]], now: str) -> None:
+def _store_packets(db, packets: list[tuple[str, str, dict, bytes | None]], now: str) -> None:
     schemas: dict[str, tuple[str, str]] = {}
     rows, history = [], []
-    for origin, schema_json, record in packets:
+    for origin, schema_json, record, body in packets:
         fp = schema_fingerprint(schema_json)
         if fp not in schemas:
             schemas[fp] = (json.loads(schema_json).get("version", ""), schema_json)
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, _parsed(fp, schema_json), record)
+        if body is None:
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, _parsed(fp, schema_json), record)
+            body = buf.getvalue()
         cand = record["candidate"]
         objectid = record.get("objectId")
         rows.append((int(record["candid"]), objectid, cand.get("jd"), cand.get("fid"), cand.get("ra"), cand.get("dec"),
                      int(hpx_of(cand["ra"], cand["dec"])), cand.get("isdiffpos"), cand.get("magpsf"),
                      cand.get("sigmapsf"), cand.get("diffmaglim"), cand.get("rb"), cand.get("drb"),
                      cand.get("programid"), cand.get("field"), cand.get("rcid"), record.get("schemavsn"), fp,
-                     buf.getvalue(), origin, now))
+                     body, origin, now))
         if objectid:
             history.extend(_history_rows(record, objectid))
     cols = ("candid", "objectid", "jd", "fid", "ra", "dec", "hpx", "isdiffpos", "magpsf", "sigmapsf", "diffmaglim",
