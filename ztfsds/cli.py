@@ -434,14 +434,8 @@ def process_cmd(
     """Run the science pipeline (calib, astrom, photom, subtract, alerts, archive) on raw exposures."""
     from .ops.pipeline import process_exposure
 
-    failed = 0
-    for path in raw:
-        for result in process_exposure(path, data, ctx.obj.config, force=tuple(force or ())):
-            typer.echo(str(result))
-            failed += not result.ok
-    if failed:
-        typer.echo(f"{failed} quadrant(s) failed", err=True)
-        raise typer.Exit(1)
+    _report(result for path in raw for result in process_exposure(path, data, ctx.obj.config,
+                                                                   force=tuple(force or ())))
 
 
 @app.command("reprocess")
