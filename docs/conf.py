@@ -16,7 +16,10 @@ extensions = [
     "sphinx_automodapi.automodapi",
     "sphinx_automodapi.smart_resolver",
     "numpydoc",
+    # the example notebooks (examples/*.ipynb, linked under docs/examples/), rendered without executing them
+    "myst_nb",
 ]
+nb_execution_mode = "off"
 
 # automodapi writes the per-object pages under docs/api/ (generated, not committed)
 automodapi_toctreedirnm = "api"

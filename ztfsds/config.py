@@ -442,6 +442,9 @@ class SubtractParams(ParamSet):
     ref_psf_stars : int
         Most stars of the reference's PSF refitted on the science grid (the co-add's stars have high
         S/N; 200 keep a degree-2 model, at two thirds of the time of 300).
+    max_flux_ratio_change : float
+        The new/reference flux ratio measured on the stars is applied only within this fraction of 1
+        (the zero points agree to ~1 %; a larger departure is a failed measurement).
     """
 
     section: ClassVar[str] = "subtract"
@@ -455,6 +458,7 @@ class SubtractParams(ParamSet):
     tile_margin: int = _param(48, "ZOGY tile overlap", unit="pix", min=0)
     ref_noise_factor: float = _param(1.57, "reference noise variance at PSF scale / pixel variance", min=1.0)
     ref_psf_stars: int = _param(200, "most stars of the resampled reference's PSF", min=10)
+    max_flux_ratio_change: float = _param(0.05, "largest applied departure of the flux ratio from 1", min=0.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,7 +55,7 @@ class IngestResult(dict):
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
 def _num(header, keyword, default=None, kind=float):

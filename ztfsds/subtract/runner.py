@@ -415,6 +415,12 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
         # the zero points scale the two to ~1 %; the stars themselves say the rest (PSF-fit fluxes,
         # each image with its own PSF: total fluxes whatever the two seeings)
         fratio = _flux_ratio(new, ref_img, bad, refcat, sci_psf, resampled_psf, sigma_new, sigma_ref)
+        if math.isfinite(fratio) and abs(fratio - 1.0) > params.max_flux_ratio_change:
+            # both zero points are tied to the same PS1-like stars to ~1 %: a larger departure is the
+            # measurement failing (few stars, a poor PSF model in bad seeing), not the images
+            log.warning("subtract %s: flux ratio %.4f measured on the stars departs from the zero points' by more "
+                        "than %.0f %%; not applied", product, fratio, 100 * params.max_flux_ratio_change)
+            fratio = float("nan")
         if math.isfinite(fratio):
             ref_img *= np.float32(fratio)
             var_ref *= np.float32(fratio**2)
