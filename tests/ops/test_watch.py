@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+import ztfsds
 from ztfsds.archive import connect, job_status
 from ztfsds.ops import quadrant_name, watch
 from ztfsds.products import ProductKey, ProductStore
@@ -53,8 +55,10 @@ def test_watch_processes_arrivals_and_stops_on_sigterm(copy_prepared, tmp_path):
     raw_dir = tmp_path / "incoming"
     raw_dir.mkdir()
     names = [quadrant_name(ProductKey.parse(p.name).quadrant(3)) for p in raws]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, "-c", _DAEMON, str(raw_dir), str(root)], env=env,
+    # the daemon imports the same ztfsds as this suite (not a source tree in the working directory,
+    # whose extensions may not be built: CI runs from the checkout with the package installed)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(Path(ztfsds.__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", _DAEMON, str(raw_dir), str(root)], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.0)
