@@ -70,15 +70,6 @@ class Subtraction:
     timings: dict = field(default_factory=dict)
 
 
-def _psf_stamp(psf, shape, size=None):
-    """The PSF at the image centre, as the stars of the image are fitted with it (negative wings
-    included: they are how the model represents the local background of the stars it was built from;
-    clipping them would make P_N and P_R differ from the stars they stand for by a few percent)."""
-    ny, nx = shape
-    stamp = psf.stamp((nx - 1) / 2.0, (ny - 1) / 2.0, size=size)
-    return stamp / stamp.sum()
-
-
 def _flux_ratio(new, ref, bad, refcat, psf_new, psf_ref, sigma_new, sigma_ref) -> float:
     """Median ``new / ref`` PSF-fit flux of bright isolated unflagged reference stars at their
     catalog positions (NaN with fewer than 10 of them measured at S/N > 50 in both).
@@ -119,10 +110,9 @@ def _flux_ratio(new, ref, bad, refcat, psf_new, psf_ref, sigma_new, sigma_ref) -
     keep = np.abs(r - med) < 3 * 1.4826 * np.median(np.abs(r - med)) + 1e-6
     return float(np.median(r[keep]))
 
-def _difference_psf_grid(psf_new, p_new, p_ref, sigma_new, sigma_ref, position):
-    """D's PSF on the new image's oversampled grid at ``position`` (see `difference_psf`)."""
-    from scipy.signal import fftconvolve
-
+def _zogy_kernel(p_new, p_ref, sigma_new, sigma_ref, oversample):
+    """ZOGY's kernel ``k`` from the new image to D (see `difference_psf`), cut to its support and dilated
+    onto a grid of nodes ``1 / oversample`` px apart (zeros between the pixels' nodes)."""
     n = 4 * max(p_new.shape[0], p_ref.shape[0]) + 1
     def embed(stamp):
         out = np.zeros((n, n))
@@ -142,15 +132,9 @@ def _difference_psf_grid(psf_new, p_new, p_ref, sigma_new, sigma_ref, position):
     rk = int(math.ceil(r.ravel()[order][np.searchsorted(cum, (1 - 1e-4) * cum[-1])]))
     rk = min(rk, c)
     k = k[c - rk:c + rk + 1, c - rk:c + rk + 1]
-    ovs = psf_new.oversample
-    dil = np.zeros(((2 * rk) * ovs + 1, (2 * rk) * ovs + 1))
-    dil[::ovs, ::ovs] = k
-    if position is None:
-        return dil
-    grid = psf_new.oversampled(*position)
-    full = fftconvolve(grid, dil, mode="same")
-    full /= full.sum() / ovs**2
-    return full
+    dil = np.zeros(((2 * rk) * oversample + 1, (2 * rk) * oversample + 1))
+    dil[::oversample, ::oversample] = k
+    return dil
 
 
 def difference_psf(psf_new, p_new: np.ndarray, p_ref: np.ndarray, sigma_new: float, sigma_ref: float,
@@ -175,16 +159,16 @@ def difference_psf(psf_new, p_new: np.ndarray, p_ref: np.ndarray, sigma_new: flo
     position : (float, float)
         Where the new image's PSF is evaluated (x, y) [px].
     """
+    from scipy.signal import fftconvolve
+
     from ..photom.psf import PSFModel
 
-    full = _difference_psf_grid(psf_new, p_new, p_ref, sigma_new, sigma_ref, position)
+    ovs = psf_new.oversample
+    full = fftconvolve(psf_new.oversampled(*position), _zogy_kernel(p_new, p_ref, sigma_new, sigma_ref, ovs),
+                       mode="same")
+    full /= full.sum() / ovs**2
     return PSFModel(basis=full[None], oversample=psf_new.oversample, degree=0, x0=0.0, y0=0.0, scale=1.0,
                     nstar=psf_new.nstar)
-
-
-def _background(image, mask, product):
-    """`~ztfsds.astrom.extraction.background` of an image (128 px cells) [DN]."""
-    return background(image, mask, filename=product)
 
 
 def _psf_at(psf, x, y, size):
@@ -237,7 +221,7 @@ def _difference_psf_model(psf_new, kernels, cores):
 
     Convolution is linear, so in each ZOGY tile D's PSF *is* a model of the new image's degree: its
     polynomial terms convolved with the tile's kernel (``kernels``: the dilated kernels of
-    `_difference_psf_grid`, one per tile of ``cores``). The tiles' models are sampled on a 4 x 4 grid
+    `_zogy_kernel`, one per tile of ``cores``). The tiles' models are sampled on a 4 x 4 grid
     of positions inside each core, and one polynomial of the new image's degree (its x0, y0, scale)
     is fitted through all the samples, node by node: smooth across the tile boundaries, and exact
     (to the kernels' slow change from tile to tile) inside them. One tile: its model.
@@ -347,9 +331,9 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
     scale = 10 ** (0.4 * (zp_sci - zp_ref))
     ref_img = np.multiply(rs.image, np.float32(scale), dtype=np.float32)
     ref_img[~(rs.footprint & np.isfinite(ref_img))] = 0.0
-    bkg_sci = _background(sci, sci_mask, product)
+    bkg_sci = background(sci, sci_mask, filename=product)
     new = np.subtract(sci, bkg_sci.level, dtype=np.float32)
-    bkg_ref = _background(ref_img, rs.mask, product)
+    bkg_ref = background(ref_img, rs.mask, filename=product)
     ref_img -= bkg_ref.level
     bad = (np.asarray(sci_mask) & int(MaskBits.BAD)) != 0
     if rs.mask is not None:
@@ -443,7 +427,7 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
                  mask=_window(bad, win, True), product=product)
         diff[cy0:cy1, cx0:cx1] = z.D[core]
         scorr[cy0:cy1, cx0:cx1] = z.Scorr[core]
-        kernels.append(_difference_psf_grid(sci_psf, p_new, p_ref, sigma_new, sigma_ref, None))
+        kernels.append(_zogy_kernel(p_new, p_ref, sigma_new, sigma_ref, sci_psf.oversample))
         cores.append((cy0, cy1, cx0, cx1))
         pd_stamps.append(np.asarray(z.P_D, float))
         sigma_d = float(z.sigma_D)
@@ -477,7 +461,7 @@ def subtract_images(sci, sci_header, sci_mask, sci_var, sci_psf, ref, ref_header
     # images' backgrounds are) and removed
     for img in (diff, scorr):
         with np.errstate(invalid="ignore"):
-            img -= _background(img, mask, product).level
+            img -= background(img, mask, filename=product).level
     nea = 1.0 / float(np.mean([np.sum(p**2) for p in pd_stamps]))  # pixel-sampled P_D: noise-equivalent area
     maglim = zp_sci - 2.5 * math.log10(5.0 * sigma_d * math.sqrt(nea))
     lap("zogy")
